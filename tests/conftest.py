@@ -1,0 +1,18 @@
+"""Test harness: every test process gets DDS on loopback and a ROS domain id of its own.
+
+This runs before any test module imports rclpy, so the settings reach every node the tests
+create, in this process and in the peer processes they start (which inherit the environment).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ros_harness import claim_domain_id
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; the range above replaces it
+os.environ.pop("ROS_STATIC_PEERS", None)
+os.environ["ROS_DOMAIN_ID"] = str(claim_domain_id())
+
+pytest_plugins = ["ros_harness"]
