@@ -20,7 +20,7 @@ def share_tree(folder: str) -> list[tuple[str, list[str]]]:
 
 # One console script per node or tool; `ros2 run delivery_robot <name>` finds them.
 CONSOLE_SCRIPTS = [
-    "delivery-sim = delivery_robot.demo:main",
+    "delivery-sim = delivery_robot.nodes.demo_sim:main",
     "demo_coordinator = delivery_robot.nodes.demo_coordinator:main",
     "demo_robot = delivery_robot.nodes.demo_robot:main",
 ]

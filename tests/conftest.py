@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 
-from ros_harness import claim_domain_id
+import pytest
+
+pytest.register_assert_rewrite("ros_harness")
+
+from ros_harness import claim_domain_id  # noqa: E402
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; the range above replaces it

@@ -59,8 +59,7 @@ def wait_for(
         event.wait(0.01)
 
 
-@pytest.fixture
-def ros_context() -> Iterator[Any]:
+def _ros_context() -> Iterator[Any]:
     import rclpy
     from rclpy.context import Context
 
@@ -70,6 +69,12 @@ def ros_context() -> Iterator[Any]:
         yield context
     finally:
         rclpy.shutdown(context=context)
+
+
+@pytest.fixture
+def ros_context() -> Iterator[Any]:
+    """An rclpy context of the test's own (one DDS participant), shut down afterwards."""
+    yield from _ros_context()
 
 
 class SpinningExecutor:
@@ -119,6 +124,17 @@ def ros_executor(ros_context: Any) -> Iterator[SpinningExecutor]:
         yield spinning
     finally:
         spinning.close()
+
+
+@pytest.fixture(scope="module")
+def ros_module_executor() -> Iterator[SpinningExecutor]:
+    """One context and executor shared by a module's tests: DDS discovery happens once."""
+    for context in _ros_context():
+        spinning = SpinningExecutor(context)
+        try:
+            yield spinning
+        finally:
+            spinning.close()
 
 
 class PeerProcess:
