@@ -13,7 +13,7 @@ def share_tree(folder: str) -> list[tuple[str, list[str]]]:
     """Install every file under `folder` into share/<package>/<folder>, keeping sub-folders."""
     entries: dict[str, list[str]] = {}
     for path in sorted(glob(f"{folder}/**/*", recursive=True)):
-        if Path(path).is_file():
+        if Path(path).is_file() and not Path(path).name.startswith("."):
             entries.setdefault(f"share/{PACKAGE}/{Path(path).parent}", []).append(path)
     return sorted(entries.items())
 

@@ -109,7 +109,8 @@ step "4/5 colcon build of ros_ws (delivery_interfaces, delivery_robot)" \
 build_hash=$( { cd "$ROOT"; cat ros_ws/src/delivery_interfaces/CMakeLists.txt \
     ros_ws/src/delivery_interfaces/package.xml ros_ws/src/delivery_interfaces/*/* \
     package.xml setup.py setup.cfg; echo "$req_hash";
-    find launch config gazebo_worlds urdf resource -type f 2>/dev/null | sort; } | sha256sum | cut -c1-16)
+    find launch config gazebo_worlds urdf resource -type f 2>/dev/null | sort || true; } \
+    | sha256sum | cut -c1-16)
 if stamp_ok colcon "$build_hash" && [ -d "$ROOT/ros_ws/install/delivery_interfaces" ]; then
   say "  up to date"
 else
