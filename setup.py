@@ -23,6 +23,7 @@ CONSOLE_SCRIPTS = [
     "delivery-sim = delivery_robot.nodes.demo_sim:main",
     "demo_coordinator = delivery_robot.nodes.demo_coordinator:main",
     "demo_robot = delivery_robot.nodes.demo_robot:main",
+    "camera = delivery_robot.nodes.camera:main",
 ]
 
 setup(

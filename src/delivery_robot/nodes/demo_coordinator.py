@@ -53,8 +53,9 @@ class DemoRobotEntry:
 
 
 class DemoCoordinator(Node):
-    def __init__(self) -> None:
-        super().__init__("demo_coordinator")
+    def __init__(self, **node_options: Any) -> None:
+        """`node_options` go to rclpy's Node (context, parameter_overrides: used by tests)."""
+        super().__init__("demo_coordinator", **node_options)
         map_file = declare(self, "map_file", "", "Demo map YAML; empty = the installed one")
         self.map = DemoMap.load(Path(map_file) if map_file else share_file("config/demo_map.yaml"))
         robot_ids = declare(self, "robot_ids", ["robot1", "robot2"], "Robot namespaces")

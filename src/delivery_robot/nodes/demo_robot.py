@@ -51,8 +51,9 @@ class ActiveMission:
 
 
 class DemoRobot(Node):
-    def __init__(self) -> None:
-        super().__init__("demo_robot")
+    def __init__(self, **node_options: Any) -> None:
+        """`node_options` go to rclpy's Node (context, parameter_overrides: used by tests)."""
+        super().__init__("demo_robot", **node_options)
         namespace_id = self.get_namespace().strip("/") or "robot1"
         self.robot_id = declare(self, "robot_id", namespace_id, "Robot id used by the fleet")
         map_file = declare(self, "map_file", "", "Demo map YAML; empty = the installed one")
