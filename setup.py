@@ -24,6 +24,8 @@ CONSOLE_SCRIPTS = [
     "demo_coordinator = delivery_robot.nodes.demo_coordinator:main",
     "demo_robot = delivery_robot.nodes.demo_robot:main",
     "camera = delivery_robot.nodes.camera:main",
+    "coordinator = delivery_robot.nodes.coordinator:main",
+    "safety_monitor = delivery_robot.nodes.safety_monitor:main",
 ]
 
 setup(

@@ -1,0 +1,1094 @@
+"""The fleet coordinator's core: orders in, missions out, every decision persisted first.
+
+ROS-free so that it can be tested with an injected clock and driven from any thread: the
+`coordinator` node feeds it service requests, robot states and action feedback/results, and the
+shop HTTP API calls the same public methods from its own threads. One lock serialises
+everything; each method returns the *effects* the caller must carry out, in order:
+
+- `Announce`: an order transition, already committed to the store (persist, then announce);
+- `SendMission` / `CancelMission`: what to ask of a robot's `execute_mission` action;
+- `Alert`: something an operator (and/or the shop) must hear about.
+
+If an `effect_sink` is given, every effect list is also handed to it under the lock, so effects
+caused by another thread (an HTTP request) reach the node in the order they were decided.
+
+Contracts with the mission executor (see docs/architecture.md):
+- a delivery mission's legs map to order states (`ORDER_STATE_DURING_LEG`); the robot leaves
+  the handoff leg for the returning leg only after a granted handoff, so "returning after
+  handoff" means delivered (also how progress is recovered from `robot_state` after a restart,
+  when the action's goal handles are gone);
+- a no-show ends the delivery mission at the dropoff (OUTCOME_NO_SHOW, goods locked inside);
+  the coordinator then sends a RETURN mission to the shop (`<mission>-return`);
+- a re-sent mission (navigation retry) carries each order's current state in `orders[].state`,
+  so an executor resumes a loaded order at the dropoff leg instead of the pickup.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum, StrEnum
+
+from delivery_robot.demo_map import DemoMap
+from delivery_robot.dispatch import (
+    Assignment,
+    BatteryModel,
+    Dispatcher,
+    DispatchOrder,
+    RobotSnapshot,
+    RouteCache,
+    TimeToFinishDispatcher,
+)
+from delivery_robot.handoff_credentials import HandoffCredentials, IssuedCredentials
+from delivery_robot.mission_legs import ORDER_STATE_DURING_LEG, Leg, MissionKind
+from delivery_robot.order_intake import (
+    AcceptedOrder,
+    OrderIntake,
+    OrderRequest,
+    Rejection,
+    RobotCapacity,
+    Shop,
+    SizeClass,
+)
+from delivery_robot.order_lifecycle import (
+    GOODS_ON_BOARD_STATES,
+    IllegalTransition,
+    OrderState,
+    is_terminal,
+)
+from delivery_robot.order_store import (
+    IdempotencyConflict,
+    OrderEvent,
+    OrderStore,
+    OrderStoreError,
+    StoredOrder,
+)
+from delivery_robot.route_graph import RouteGraph
+
+_S = OrderState
+# The forward path of a delivery; progress reports may skip steps, never go back.
+_FORWARD = (
+    _S.ASSIGNED,
+    _S.TO_PICKUP,
+    _S.AWAITING_LOAD,
+    _S.IN_TRANSIT,
+    _S.AWAITING_RECIPIENT,
+    _S.DELIVERED,
+)
+_UNLOADED = frozenset({_S.ASSIGNED, _S.TO_PICKUP, _S.AWAITING_LOAD})
+_RETURN_SUFFIX = "-return"
+
+
+class RobotMode(IntEnum):
+    """`RobotState.MODE_*` wire values (kept equal by the node tests)."""
+
+    IDLE = 0
+    TO_PICKUP = 1
+    AWAITING_LOAD = 2
+    TO_DROPOFF = 3
+    AWAITING_RECIPIENT = 4
+    RETURNING = 5
+    CHARGING = 6
+    DOCKING = 7
+    ESTOP = 8
+    FAULT = 9
+
+
+# Which delivery leg a robot's mode reveals: how progress is recovered without action feedback.
+_LEG_OF_MODE: dict[RobotMode, Leg] = {
+    RobotMode.TO_PICKUP: Leg.TO_PICKUP,
+    RobotMode.AWAITING_LOAD: Leg.AWAITING_LOAD,
+    RobotMode.TO_DROPOFF: Leg.TO_DROPOFF,
+    RobotMode.AWAITING_RECIPIENT: Leg.HANDOFF,
+    RobotMode.RETURNING: Leg.RETURNING,
+}
+_FREE_MODES = frozenset({RobotMode.IDLE, RobotMode.CHARGING})
+
+
+class MissionOutcome(IntEnum):
+    """`ExecuteMission.Result.OUTCOME_*` wire values."""
+
+    SUCCEEDED = 0
+    CANCELED = 1
+    FAILED = 2
+    NOT_LOADED = 3
+    NO_SHOW = 4
+
+
+class AlertKind(StrEnum):
+    ROBOT_OFFLINE = "robot_offline"
+    ROBOT_BACK_ONLINE = "robot_back_online"
+    GOODS_ON_OFFLINE_ROBOT = "goods_on_offline_robot"
+    ROBOT_ESTOP = "robot_estop"
+    ROBOT_FAULT = "robot_fault"
+    NAVIGATION_RETRY = "navigation_retry"
+    GOODS_RETURNING = "goods_returning"
+    GOODS_BACK_AT_SHOP = "goods_back_at_shop"
+    RETURN_FAILED = "return_failed"
+    RECIPIENT_REMINDER = "recipient_reminder"
+    NOT_LOADED = "not_loaded"
+    UNKNOWN_AFTER_RESTART = "unknown_after_restart"
+
+
+class Audience(StrEnum):
+    OPERATOR = "operator"
+    SHOP = "shop"
+    BOTH = "both"
+
+
+# ---- effects ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Publish this persisted transition on /fleet/order_status (and the websocket)."""
+
+    event: OrderEvent
+    queue_position: int = 0  # n >= 1: n-th waiting order; 0: served or finished
+
+
+@dataclass(frozen=True)
+class SendMission:
+    """Send an ExecuteMission goal; `orders` carry their current state (resume point)."""
+
+    robot_id: str
+    mission_id: str
+    kind: MissionKind
+    orders: tuple[StoredOrder, ...]
+    pickup_waypoint: str
+    dropoff_waypoint: str
+    return_waypoint: str
+    load_timeout_s: float
+    handoff_timeout_s: float
+
+
+@dataclass(frozen=True)
+class CancelMission:
+    robot_id: str
+    mission_id: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: AlertKind
+    message: str
+    audience: Audience = Audience.OPERATOR
+    order_id: str = ""
+    shop_id: str = ""
+    robot_id: str = ""
+
+
+Effect = Announce | SendMission | CancelMission | Alert
+EffectSink = Callable[[Sequence[Effect]], None]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer to a shop/operator request: `error_code` is "" when accepted.
+
+    `credentials` (plain PIN and QR token) is set once, on the submit that created the order.
+    """
+
+    accepted: bool
+    error_code: str
+    message: str
+    order: StoredOrder | None = None
+    credentials: IssuedCredentials | None = None
+    effects: tuple[Effect, ...] = ()
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoordinatorPolicy:
+    """The failure policies' knobs (all from config/coordinator.yaml)."""
+
+    heartbeat_timeout_s: float = 5.0
+    navigation_retries: int = 2  # re-sends of a failed mission before giving up on it
+    load_timeout_s: float = 600.0  # sent to the robot: how long to wait at the shop
+    handoff_timeout_s: float = 600.0  # sent to the robot: how long to wait for the recipient
+    recipient_reminder_after_s: float = 300.0  # re-notify the recipient after this wait
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout_s <= 0 or self.navigation_retries < 0:
+            raise ValueError("heartbeat_timeout_s must be > 0 and navigation_retries >= 0")
+        if min(self.load_timeout_s, self.handoff_timeout_s, self.recipient_reminder_after_s) <= 0:
+            raise ValueError("load, handoff and reminder times must be > 0")
+
+
+@dataclass(frozen=True)
+class CoordinatorWorld:
+    """What the coordinator needs of the map: shops, waypoint kinds, routes, where robots go
+    home, and how to name the waypoint nearest a pose."""
+
+    shops: Mapping[str, str]  # shop id -> pickup waypoint
+    waypoint_kinds: Mapping[str, str]
+    travel_time: Callable[[str, str], float | None]
+    chargers: tuple[str, ...]
+    home: str  # return waypoint at the end of a delivery (depot)
+    locate: Callable[[float, float], str]
+
+    @classmethod
+    def from_route_graph(cls, route: RouteGraph) -> CoordinatorWorld:
+        depots = [w.name for w in route.depots]
+        chargers = tuple(w.name for w in route.chargers)
+        if not depots and not chargers:
+            raise ValueError(f"world {route.world!r} has no depot or charger to return to")
+        return cls(
+            shops={s.shop_id: s.waypoint for s in route.shops},
+            waypoint_kinds={name: w.kind.value for name, w in route.waypoints.items()},
+            travel_time=route.travel_time,
+            chargers=chargers or (depots[0],),
+            home=depots[0] if depots else chargers[0],
+            locate=lambda x, y: route.nearest_waypoint(x, y).name,
+        )
+
+    @classmethod
+    def from_demo_map(cls, demo: DemoMap, cruise_speed_mps: float = 1.5) -> CoordinatorWorld:
+        """The straight-line demo map of `make sim`: the depot doubles as the charger."""
+        kinds = {name: "dropoff" for name in demo.dropoffs}
+        kinds.update({wp: "shop" for wp in demo.shops.values()})
+        kinds[demo.depot] = "depot"
+
+        def locate(x: float, y: float) -> str:
+            return min(
+                demo.waypoints,
+                key=lambda n: math.hypot(demo.waypoints[n][0] - x, demo.waypoints[n][1] - y),
+            )
+
+        return cls(
+            shops=dict(demo.shops),
+            waypoint_kinds=kinds,
+            travel_time=lambda a, b: demo.distance(a, b) / cruise_speed_mps,
+            chargers=(demo.depot,),
+            home=demo.depot,
+            locate=locate,
+        )
+
+
+# ---- robot registry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RobotSample:
+    """One `robot_state` message, as the core needs it."""
+
+    robot_id: str
+    mode: RobotMode
+    x: float = 0.0
+    y: float = 0.0
+    current_waypoint: str = ""
+    battery: float = 1.0
+    size_class: SizeClass = SizeClass.LARGE
+    max_payload_kg: float = 20.0
+    mission_id: str = ""
+    order_ids: tuple[str, ...] = ()
+    faults: tuple[str, ...] = ()
+
+
+@dataclass
+class RobotEntry:
+    robot_id: str
+    sample: RobotSample | None = None
+    last_seen: float = -math.inf
+    online: bool = False
+    # The mission we believe the robot runs (sent, or confirmed from its state); None = free.
+    mission_id: str | None = None
+    # Set after a goal rejection: not free again until the robot's next state sample.
+    hold_until_next_sample: bool = False
+
+    @property
+    def free(self) -> bool:
+        s = self.sample
+        return (
+            self.online
+            and s is not None
+            and s.mode in _FREE_MODES
+            and not s.mission_id
+            and self.mission_id is None
+            and not self.hold_until_next_sample
+        )
+
+
+@dataclass(frozen=True)
+class RobotView:
+    """A robot as the API's `GET /robots` shows it."""
+
+    robot_id: str
+    online: bool
+    free: bool
+    mode: RobotMode | None
+    waypoint: str
+    battery: float | None
+    mission_id: str
+    last_seen: float
+
+
+@dataclass
+class _MissionInfo:
+    """In-memory facts about a mission (lost on restart; the store has what matters)."""
+
+    robot_id: str
+    order_ids: tuple[str, ...]
+    kind: MissionKind
+    attempts: int = 1
+    cancel_requested: bool = False
+    adopted: bool = False  # found running after a restart: no goal handle, no result
+
+
+@dataclass
+class _OrderMemo:
+    queue_reason: str = ""
+    excluded_robots: set[str] = field(default_factory=set)
+    flagged: bool = False  # loaded order whose robot went offline or is unknown
+    reminded: bool = False
+    awaiting_since: float | None = None
+
+
+# ---- the core -----------------------------------------------------------------------------
+
+
+class FleetCoordinator:
+    """Owns the store, intake, dispatch, credential issuing, robot registry and policies."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        world: CoordinatorWorld,
+        credentials: HandoffCredentials,
+        *,
+        fleet: Iterable[RobotCapacity],
+        policy: CoordinatorPolicy | None = None,
+        dispatcher: Dispatcher | None = None,
+        robot_ids: Iterable[str] = (),
+        effect_sink: EffectSink | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._issue_lock = threading.Lock()  # HandoffCredentials is not thread-safe
+        self._store = store
+        self._world = world
+        self._credentials = credentials
+        self._policy = policy or CoordinatorPolicy()
+        self._sink = effect_sink
+        self._intake = OrderIntake(
+            [Shop(shop_id, wp) for shop_id, wp in world.shops.items()],
+            world.waypoint_kinds,
+            fleet,
+            world.travel_time,
+        )
+        self._routes = RouteCache(world.travel_time)
+        self._dispatcher: Dispatcher = dispatcher or TimeToFinishDispatcher(
+            self._routes, BatteryModel(world.chargers)
+        )
+        self._robots: dict[str, RobotEntry] = {}
+        self._missions: dict[str, _MissionInfo] = {}
+        self._orphans_cancelled: set[str] = set()
+        self._memo: dict[str, _OrderMemo] = {}
+        self._started = now
+        for robot_id in robot_ids:
+            self._robots[robot_id] = RobotEntry(robot_id, last_seen=now)
+        # Restart recovery: open orders come back from the store; robots with orders must
+        # report before they are reconciled (see on_robot_state).
+        self._unreconciled: set[str] = set()
+        for order in store.open_orders():
+            if order.robot_id is not None:
+                self._unreconciled.add(order.robot_id)
+                entry = self._robots.setdefault(
+                    order.robot_id, RobotEntry(order.robot_id, last_seen=now)
+                )
+                entry.last_seen = now
+
+    # -- public API (any thread) ------------------------------------------------------------
+
+    @property
+    def policy(self) -> CoordinatorPolicy:
+        return self._policy
+
+    def submit_order(self, request: OrderRequest, now: float) -> Reply:
+        """Validate, persist with fresh credentials, dispatch at once (or queue with a reason)."""
+        checked = self._intake.validate(request)
+        if isinstance(checked, Rejection):
+            return Reply(False, checked.code.value, checked.message)
+        if checked.idempotency_key:
+            existing = self._store.find_by_idempotency_key(
+                checked.shop_id, checked.idempotency_key
+            )
+            if existing is not None and _same_order(checked, existing):
+                return self._replayed(checked, existing)  # no hashing for a plain retry
+        order_id = self._store.new_order_id()
+        with self._issue_lock:  # scrypt takes ~0.1 s: outside the coordinator's lock
+            issued = self._credentials.issue(order_id, now)
+            record = self._credentials.record(order_id)
+            self._credentials.revoke(order_id)  # the handoff keeps its own copy
+        assert record is not None
+        with self._lock:
+            try:
+                outcome = self._store.submit(checked, order_id=order_id, credentials=record)
+            except IdempotencyConflict as error:
+                return Reply(False, error.code, str(error))
+            if not outcome.created:
+                return self._replayed(checked, outcome.order)
+            effects: list[Effect] = []
+            assert outcome.event is not None
+            self._memo[order_id] = _OrderMemo()
+            effects.append(Announce(outcome.event, self._queue_position(order_id)))
+            self._dispatch_queue(effects, now)
+            order = self._store.get(order_id)
+            message = "order accepted"
+            if order.state is _S.REQUESTED:
+                message += f"; {self._memo[order_id].queue_reason}"
+            return Reply(True, "", message, order, issued, tuple(self._emit(effects)))
+
+    def cancel_order(self, order_id: str, requested_by: str, reason: str, now: float) -> Reply:
+        """Before loading: cancelled at once. After: the goods ride back to the shop first.
+
+        `requested_by` is a shop id (it may cancel only its own orders) or "operator".
+        """
+        with self._lock:
+            order = self._store.find(order_id)
+            refusal = self._check_caller(order, order_id, requested_by)
+            if refusal is not None:
+                return refusal
+            assert order is not None
+            why = f"cancelled by {requested_by}" + (f": {reason}" if reason else "")
+            effects: list[Effect] = []
+            if is_terminal(order.state):
+                return Reply(False, "not_cancellable", f"order {order_id} is already "
+                             f"{order.state.label}", order)
+            if order.state is _S.RETURNING:
+                return Reply(False, "not_cancellable", f"order {order_id} is already on its "
+                             "way back to the shop", order)
+            if order.state in GOODS_ON_BOARD_STATES:
+                self._return_to_shop(order, f"cancel: {why}", effects, now)
+            else:
+                mission = order.mission_id
+                self._transition(order, _S.CANCELLED, why, effects)
+                if mission is not None and order.robot_id is not None:
+                    self._cancel_mission(order.robot_id, mission, effects)
+            return Reply(True, "", why, self._store.get(order_id), None, tuple(self._emit(effects)))
+
+    def confirm_loaded(self, order_id: str, shop_id: str, now: float) -> Reply:
+        """The shop closed the lid: the goods are on board (awaiting_load -> in_transit)."""
+        with self._lock:
+            order = self._store.find(order_id)
+            refusal = self._check_caller(order, order_id, shop_id)
+            if refusal is not None:
+                return refusal
+            assert order is not None
+            if order.state is not _S.AWAITING_LOAD:
+                return Reply(False, "not_awaiting_load", f"order {order_id} is "
+                             f"{order.state.label}; loading is confirmed only while the robot "
+                             "waits at the shop", order)
+            effects: list[Effect] = []
+            self._transition(order, _S.IN_TRANSIT, f"loaded, confirmed by {shop_id}", effects)
+            return Reply(True, "", "loaded", self._store.get(order_id), None,
+                         tuple(self._emit(effects)))
+
+    def get_order(self, order_id: str) -> StoredOrder | None:
+        return self._store.find(order_id)
+
+    def list_orders(
+        self, shop_id: str | None = None, state: OrderState | None = None
+    ) -> list[StoredOrder]:
+        if shop_id is not None:
+            return self._store.orders_by_shop(shop_id, state)
+        if state is not None:
+            return self._store.orders_by_state(state)
+        return self._store.open_orders()
+
+    def history(self, order_id: str) -> list[OrderEvent]:
+        return self._store.history(order_id)
+
+    def queue_reason(self, order_id: str) -> str:
+        with self._lock:
+            memo = self._memo.get(order_id)
+            return memo.queue_reason if memo else ""
+
+    def robots(self) -> list[RobotView]:
+        with self._lock:
+            views = []
+            for entry in sorted(self._robots.values(), key=lambda e: e.robot_id):
+                s = entry.sample
+                views.append(RobotView(
+                    robot_id=entry.robot_id,
+                    online=entry.online,
+                    free=entry.free,
+                    mode=s.mode if s else None,
+                    waypoint=s.current_waypoint if s else "",
+                    battery=s.battery if s else None,
+                    mission_id=s.mission_id if s else "",
+                    last_seen=entry.last_seen,
+                ))
+            return views
+
+    def robot_samples(self) -> list[RobotSample]:
+        with self._lock:
+            return [e.sample for e in self._robots.values() if e.online and e.sample]
+
+    def offline_robot_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(e.robot_id for e in self._robots.values() if not e.online)
+
+    def counts(self) -> tuple[int, int]:
+        """(orders waiting for a robot, orders being served) for /fleet/state."""
+        open_orders = self._store.open_orders()
+        waiting = sum(1 for o in open_orders if o.state is _S.REQUESTED)
+        return waiting, len(open_orders) - waiting
+
+    # -- robot inputs -----------------------------------------------------------------------
+
+    def on_robot_state(self, sample: RobotSample, now: float) -> list[Effect]:
+        """Heartbeat, registry update, reconciliation after a restart, progress from the mode."""
+        with self._lock:
+            effects: list[Effect] = []
+            entry = self._robots.setdefault(sample.robot_id, RobotEntry(sample.robot_id))
+            previous = entry.sample
+            was_online = entry.online
+            entry.sample = sample
+            entry.last_seen = now
+            entry.online = True
+            entry.hold_until_next_sample = False
+            if previous is not None and not was_online:
+                effects.append(Alert(AlertKind.ROBOT_BACK_ONLINE,
+                                     f"{sample.robot_id} is back online", robot_id=sample.robot_id))
+            self._mode_alerts(previous, sample, effects)
+            if sample.robot_id in self._unreconciled or not was_online:
+                self._unreconciled.discard(sample.robot_id)
+                self._reconcile(entry, effects, now)
+            else:
+                self._follow(entry, effects, now)
+            self._dispatch_queue(effects, now)
+            return self._emit(effects)
+
+    def on_mission_feedback(
+        self, robot_id: str, mission_id: str, leg: Leg, now: float
+    ) -> list[Effect]:
+        with self._lock:
+            effects: list[Effect] = []
+            info = self._missions.get(mission_id)
+            if info is not None and info.robot_id == robot_id:
+                self._progress(mission_id, leg, effects, now)
+            return self._emit(effects)
+
+    def on_mission_rejected(self, robot_id: str, mission_id: str, now: float) -> list[Effect]:
+        """The robot refused the goal (busy) or its action server is not there."""
+        with self._lock:
+            effects: list[Effect] = []
+            info = self._missions.pop(mission_id, None)
+            entry = self._robots.get(robot_id)
+            if entry is not None and entry.mission_id == mission_id:
+                entry.mission_id = None
+                entry.hold_until_next_sample = True
+            if info is not None:
+                for order in self._orders_of(info):
+                    if order.state in _UNLOADED:
+                        self._transition(order, _S.REQUESTED,
+                                         f"{robot_id} refused mission {mission_id}", effects)
+                    elif order.state in GOODS_ON_BOARD_STATES:
+                        self._flag(order, f"{robot_id} refused mission {mission_id} with the "
+                                   "goods on board", effects)
+            self._dispatch_queue(effects, now)
+            return self._emit(effects)
+
+    def on_mission_result(
+        self,
+        robot_id: str,
+        mission_id: str,
+        outcome: MissionOutcome,
+        now: float,
+        *,
+        message: str = "",
+        delivered_order_ids: Iterable[str] = (),
+    ) -> list[Effect]:
+        with self._lock:
+            effects: list[Effect] = []
+            entry = self._robots.get(robot_id)
+            if entry is not None and entry.mission_id == mission_id:
+                entry.mission_id = None
+            info = self._missions.pop(mission_id, None)
+            if info is None:
+                info = self._recover_mission_info(robot_id, mission_id)
+            if info is not None and info.robot_id == robot_id:
+                self._apply_result(info, mission_id, outcome, message,
+                                   set(delivered_order_ids), effects, now)
+            self._dispatch_queue(effects, now)
+            return self._emit(effects)
+
+    def tick(self, now: float) -> list[Effect]:
+        """Heartbeats (offline robots) and timed reminders; call about once a second."""
+        with self._lock:
+            effects: list[Effect] = []
+            for entry in self._robots.values():
+                silent = now - entry.last_seen
+                if entry.online and silent > self._policy.heartbeat_timeout_s:
+                    self._robot_offline(entry, f"silent for {silent:.1f} s", effects)
+                elif (not entry.online and entry.robot_id in self._unreconciled
+                      and silent > self._policy.heartbeat_timeout_s):
+                    # A robot that had orders before the restart and never reported again.
+                    self._unreconciled.discard(entry.robot_id)
+                    self._robot_offline(entry, "not heard from since the coordinator restarted",
+                                        effects)
+            self._remind_recipients(effects, now)
+            self._dispatch_queue(effects, now)
+            return self._emit(effects)
+
+    # -- internals: transitions and effects -------------------------------------------------
+
+    def _emit(self, effects: list[Effect]) -> list[Effect]:
+        if effects and self._sink is not None:
+            self._sink(list(effects))
+        return effects
+
+    def _transition(
+        self,
+        order: StoredOrder,
+        state: OrderState,
+        reason: str,
+        effects: list[Effect],
+        *,
+        robot_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> StoredOrder:
+        """Persist, then queue the announcement (the store commits before returning)."""
+        outcome = self._store.transition(
+            order.order_id, state, reason=reason, robot_id=robot_id, mission_id=mission_id
+        )
+        if is_terminal(state):
+            self._memo.pop(order.order_id, None)
+        effects.append(Announce(outcome.event, self._queue_position(order.order_id)))
+        return outcome.order
+
+    def _advance(self, order: StoredOrder, target: OrderState, effects: list[Effect]) -> None:
+        """Walk forward along the delivery path to `target`; never backwards."""
+        if order.state not in _FORWARD or target not in _FORWARD:
+            return
+        start, end = _FORWARD.index(order.state), _FORWARD.index(target)
+        for state in _FORWARD[start + 1 : end + 1]:
+            order = self._transition(order, state, "", effects)
+
+    def _queue_position(self, order_id: str) -> int:
+        waiting = [o.order_id for o in self._store.orders_by_state(_S.REQUESTED)]
+        return waiting.index(order_id) + 1 if order_id in waiting else 0
+
+    def _replayed(self, checked: AcceptedOrder, existing: StoredOrder) -> Reply:
+        return Reply(True, "", f"order {existing.order_id} already exists for idempotency key "
+                     f"{checked.idempotency_key!r}; the recipient PIN and QR token were returned "
+                     "with the first reply only", existing)
+
+    @staticmethod
+    def _check_caller(order: StoredOrder | None, order_id: str, caller: str) -> Reply | None:
+        if order is None:
+            return Reply(False, "unknown_order", f"unknown order {order_id!r}")
+        if caller != "operator" and caller != order.shop_id:
+            # Same answer as for an unknown order: a shop cannot probe other shops' ids.
+            return Reply(False, "unknown_order", f"unknown order {order_id!r}")
+        return None
+
+    def _orders_of(self, info: _MissionInfo) -> list[StoredOrder]:
+        orders = [self._store.find(order_id) for order_id in info.order_ids]
+        return [o for o in orders if o is not None and not is_terminal(o.state)]
+
+    # -- internals: dispatch ----------------------------------------------------------------
+
+    def _snapshot(self, entry: RobotEntry) -> RobotSnapshot:
+        s = entry.sample
+        assert s is not None
+        waypoint = s.current_waypoint
+        if waypoint not in self._world.waypoint_kinds:
+            waypoint = self._world.locate(s.x, s.y)
+        return RobotSnapshot(entry.robot_id, waypoint, s.battery, s.size_class,
+                             s.max_payload_kg, available=entry.free)
+
+    def _dispatch_queue(self, effects: list[Effect], now: float) -> None:
+        """Try every waiting order, oldest first, on the robots free right now."""
+        waiting = self._store.orders_by_state(_S.REQUESTED)
+        if not waiting:
+            return
+        robots = [self._snapshot(e) for e in self._robots.values() if e.sample is not None]
+        for order in waiting:
+            memo = self._memo.setdefault(order.order_id, _OrderMemo())
+            candidates = [r for r in robots if r.robot_id not in memo.excluded_robots]
+            if not any(r.available for r in candidates) and memo.queue_reason:
+                continue  # nothing changed for this order; keep its reason
+            decision = self._dispatcher.assign(
+                DispatchOrder(order.order_id, order.pickup_waypoint, order.dropoff_waypoint,
+                              order.size, order.weight_kg),
+                candidates,
+            )
+            if not isinstance(decision, Assignment):
+                memo.queue_reason = decision.message if candidates else (
+                    "queued (no_robots): no robot has reported yet")
+                continue
+            memo.queue_reason = ""
+            self._assign(order, decision, effects)
+            robots = [replace(r, available=False) if r.robot_id == decision.robot_id else r
+                      for r in robots]
+
+    def _assign(self, order: StoredOrder, decision: Assignment, effects: list[Effect]) -> None:
+        attempt = len(self._store.assignments(order.order_id)) + 1
+        mission_id = f"{order.order_id}-m{attempt}"
+        order = self._transition(
+            order, _S.ASSIGNED,
+            f"{decision.robot_id}: pickup in {decision.pickup_eta_s:.0f} s, "
+            f"done in {decision.finish_s:.0f} s",
+            effects, robot_id=decision.robot_id, mission_id=mission_id,
+        )
+        self._robots[decision.robot_id].mission_id = mission_id
+        self._missions[mission_id] = _MissionInfo(decision.robot_id, (order.order_id,),
+                                                  MissionKind.DELIVERY)
+        effects.append(self._delivery_goal(decision.robot_id, mission_id, order))
+
+    def _delivery_goal(self, robot_id: str, mission_id: str, order: StoredOrder) -> SendMission:
+        return SendMission(
+            robot_id=robot_id, mission_id=mission_id, kind=MissionKind.DELIVERY,
+            orders=(order,), pickup_waypoint=order.pickup_waypoint,
+            dropoff_waypoint=order.dropoff_waypoint, return_waypoint=self._world.home,
+            load_timeout_s=self._policy.load_timeout_s,
+            handoff_timeout_s=self._policy.handoff_timeout_s,
+        )
+
+    # -- internals: progress and results ----------------------------------------------------
+
+    def _progress(self, mission_id: str, leg: Leg, effects: list[Effect], now: float) -> None:
+        if mission_id.endswith(_RETURN_SUFFIX):
+            return  # a return mission does not move the order until it is back
+        for order in self._store.orders_by_mission(mission_id):
+            if is_terminal(order.state) or order.mission_id != mission_id:
+                continue
+            if leg in ORDER_STATE_DURING_LEG:
+                target = ORDER_STATE_DURING_LEG[leg]
+                if target is _S.IN_TRANSIT and order.state is _S.AWAITING_LOAD:
+                    self._transition(order, _S.IN_TRANSIT, "loaded (robot left the shop)",
+                                     effects)
+                else:
+                    self._advance(order, target, effects)
+            elif leg is Leg.RETURNING and order.state in (_S.IN_TRANSIT, _S.AWAITING_RECIPIENT):
+                # The executor leaves the handoff leg for the returning leg only after a
+                # granted handoff, so returning from the dropoff means delivered.
+                self._advance(order, _S.DELIVERED, effects)
+
+    def _recover_mission_info(self, robot_id: str, mission_id: str) -> _MissionInfo | None:
+        base = mission_id.removesuffix(_RETURN_SUFFIX)
+        orders = [o for o in self._store.orders_by_mission(base) if not is_terminal(o.state)]
+        if not orders:
+            return None
+        kind = MissionKind.RETURN if mission_id.endswith(_RETURN_SUFFIX) else MissionKind.DELIVERY
+        return _MissionInfo(robot_id, tuple(o.order_id for o in orders), kind, adopted=True)
+
+    def _apply_result(
+        self,
+        info: _MissionInfo,
+        mission_id: str,
+        outcome: MissionOutcome,
+        message: str,
+        delivered: set[str],
+        effects: list[Effect],
+        now: float,
+    ) -> None:
+        orders = self._orders_of(info)
+        robot_id = info.robot_id
+        if info.kind is MissionKind.RETURN:
+            self._return_result(info, mission_id, outcome, message, orders, effects)
+            return
+        if outcome is MissionOutcome.SUCCEEDED:
+            for order in orders:
+                if order.state is _S.RETURNING:
+                    self._send_return(order, effects)
+                    continue
+                if order.order_id in delivered or order.state is _S.AWAITING_RECIPIENT:
+                    self._advance(order, _S.DELIVERED, effects)
+                else:
+                    self._mission_ended_early(order, robot_id, "mission ended without "
+                                              "delivering it", effects, now)
+            return
+        retry = not info.cancel_requested and info.attempts <= self._policy.navigation_retries
+        if outcome is MissionOutcome.FAILED and retry:
+            info.attempts += 1
+            self._missions[mission_id] = info
+            entry = self._robots.get(robot_id)
+            if entry is not None:
+                entry.mission_id = mission_id
+            if orders:
+                first = orders[0]
+                effects.append(Alert(AlertKind.NAVIGATION_RETRY,
+                                     f"{robot_id}: mission {mission_id} failed ({message}); "
+                                     f"retry {info.attempts - 1} of "
+                                     f"{self._policy.navigation_retries}",
+                                     order_id=first.order_id, shop_id=first.shop_id,
+                                     robot_id=robot_id))
+                effects.append(replace(self._delivery_goal(robot_id, mission_id, first),
+                                       orders=tuple(orders)))
+            return
+        for order in orders:
+            if order.state is _S.RETURNING:
+                # Cancelled after loading (or the goods were already going back): now that
+                # the delivery mission is over, drive them back.
+                self._send_return(order, effects)
+                continue
+            if outcome is MissionOutcome.NO_SHOW and order.state in GOODS_ON_BOARD_STATES:
+                self._return_to_shop(order, f"no_show: recipient did not come ({message})",
+                                     effects, now)
+            elif outcome is MissionOutcome.NOT_LOADED and order.state in _UNLOADED:
+                self._transition(order, _S.FAILED, "not loaded within the load timeout",
+                                 effects)
+                effects.append(Alert(AlertKind.NOT_LOADED, f"order {order.order_id} was not "
+                                     "loaded in time; the robot left", Audience.SHOP,
+                                     order.order_id, order.shop_id, robot_id))
+            elif outcome is MissionOutcome.CANCELED and info.cancel_requested:
+                pass  # our own cancel: the order was already moved on
+            elif outcome is MissionOutcome.FAILED:
+                self._mission_ended_early(
+                    order, robot_id,
+                    f"navigation failed after {self._policy.navigation_retries} retries "
+                    f"({message})", effects, now, exclude_robot=True)
+            else:
+                self._mission_ended_early(order, robot_id, f"mission ended: "
+                                          f"{outcome.name.lower()} ({message})", effects, now)
+
+    def _mission_ended_early(
+        self, order: StoredOrder, robot_id: str, why: str, effects: list[Effect], now: float,
+        *, exclude_robot: bool = False,
+    ) -> None:
+        """Unloaded: back to requested for another robot. Loaded: the goods go back."""
+        if order.state in _UNLOADED:
+            if exclude_robot:
+                self._memo.setdefault(order.order_id, _OrderMemo()).excluded_robots.add(robot_id)
+            self._transition(order, _S.REQUESTED, f"{robot_id}: {why}", effects)
+        elif order.state in GOODS_ON_BOARD_STATES and order.state is not _S.RETURNING:
+            self._return_to_shop(order, f"navigation_failed: {why}", effects, now)
+
+    def _return_to_shop(
+        self, order: StoredOrder, why: str, effects: list[Effect], now: float
+    ) -> None:
+        """Loaded order: returning, cancel the delivery mission if it runs, then drive back."""
+        robot_id, mission_id = order.robot_id, order.mission_id
+        assert robot_id is not None
+        assert mission_id is not None
+        order = self._transition(order, _S.RETURNING, why, effects)
+        effects.append(Alert(AlertKind.GOODS_RETURNING, f"order {order.order_id}: the goods "
+                             f"are coming back to the shop, locked ({why})", Audience.BOTH,
+                             order.order_id, order.shop_id, robot_id))
+        info = self._missions.get(mission_id)
+        entry = self._robots.get(robot_id)
+        if info is not None and entry is not None and entry.mission_id == mission_id:
+            # The delivery mission still runs: cancel it; the return goes out on its result.
+            info.cancel_requested = True
+            effects.append(CancelMission(robot_id, mission_id))
+            return
+        self._send_return(order, effects)
+
+    def _send_return(self, order: StoredOrder, effects: list[Effect]) -> None:
+        assert order.robot_id is not None
+        assert order.mission_id is not None
+        return_id = order.mission_id + _RETURN_SUFFIX
+        info = self._missions.get(return_id)
+        self._missions[return_id] = info or _MissionInfo(order.robot_id, (order.order_id,),
+                                                         MissionKind.RETURN)
+        entry = self._robots.get(order.robot_id)
+        if entry is not None:
+            entry.mission_id = return_id
+        effects.append(SendMission(
+            robot_id=order.robot_id, mission_id=return_id, kind=MissionKind.RETURN,
+            orders=(order,), pickup_waypoint="", dropoff_waypoint="",
+            return_waypoint=order.pickup_waypoint, load_timeout_s=self._policy.load_timeout_s,
+            handoff_timeout_s=self._policy.handoff_timeout_s,
+        ))
+
+    def _return_result(
+        self, info: _MissionInfo, mission_id: str, outcome: MissionOutcome, message: str,
+        orders: list[StoredOrder], effects: list[Effect],
+    ) -> None:
+        for order in orders:
+            if order.state is not _S.RETURNING:
+                continue
+            if outcome is MissionOutcome.SUCCEEDED:
+                self._back_at_shop(order, effects)
+            elif (outcome is MissionOutcome.FAILED
+                  and info.attempts <= self._policy.navigation_retries):
+                info.attempts += 1
+                self._send_return(order, effects)
+            else:
+                self._flag(order, f"return mission {mission_id} ended: "
+                           f"{outcome.name.lower()} ({message}); goods still on board", effects)
+
+    def _back_at_shop(self, order: StoredOrder, effects: list[Effect]) -> None:
+        cancelled = order.reason.startswith("cancel")
+        state = _S.CANCELLED if cancelled else _S.FAILED
+        why = order.reason.split(": ", 1)[-1] if cancelled else order.reason
+        self._transition(order, state, f"{why}; goods back at the shop", effects)
+        effects.append(Alert(AlertKind.GOODS_BACK_AT_SHOP, f"order {order.order_id}: the goods "
+                             "are back at the shop, locked in the robot", Audience.SHOP,
+                             order.order_id, order.shop_id, order.robot_id or ""))
+
+    def _flag(self, order: StoredOrder, why: str, effects: list[Effect]) -> None:
+        memo = self._memo.setdefault(order.order_id, _OrderMemo())
+        if memo.flagged:
+            return
+        memo.flagged = True
+        effects.append(Alert(AlertKind.GOODS_ON_OFFLINE_ROBOT, f"order {order.order_id}: {why}",
+                             Audience.BOTH, order.order_id, order.shop_id, order.robot_id or ""))
+
+    def _cancel_mission(self, robot_id: str, mission_id: str, effects: list[Effect]) -> None:
+        info = self._missions.get(mission_id)
+        if info is not None:
+            info.cancel_requested = True
+        effects.append(CancelMission(robot_id, mission_id))
+
+    # -- internals: robots ------------------------------------------------------------------
+
+    def _mode_alerts(
+        self, previous: RobotSample | None, sample: RobotSample, effects: list[Effect]
+    ) -> None:
+        before = previous.mode if previous is not None else None
+        if sample.mode is RobotMode.ESTOP and before is not RobotMode.ESTOP:
+            effects.append(Alert(AlertKind.ROBOT_ESTOP, f"{sample.robot_id}: e-stop latched",
+                                 robot_id=sample.robot_id))
+        if sample.mode is RobotMode.FAULT and before is not RobotMode.FAULT:
+            faults = ", ".join(sample.faults) or "no fault code"
+            effects.append(Alert(AlertKind.ROBOT_FAULT, f"{sample.robot_id}: fault ({faults})",
+                                 robot_id=sample.robot_id))
+
+    def _owns(self, robot_id: str, mission_id: str) -> bool:
+        base = mission_id.removesuffix(_RETURN_SUFFIX)
+        return any(o.mission_id == base for o in self._store.orders_by_robot(robot_id))
+
+    def _follow(self, entry: RobotEntry, effects: list[Effect], now: float) -> None:
+        """Steady state: progress from the robot's mode; stop missions we do not hold."""
+        sample = entry.sample
+        assert sample is not None
+        reported = sample.mission_id
+        if reported:
+            if reported != entry.mission_id:
+                if not self._owns(entry.robot_id, reported):
+                    if reported not in self._orphans_cancelled:
+                        self._orphans_cancelled.add(reported)
+                        effects.append(CancelMission(entry.robot_id, reported))
+                    return
+                entry.mission_id = reported
+                if reported not in self._missions:
+                    info = self._recover_mission_info(entry.robot_id, reported)
+                    if info is not None:
+                        self._missions[reported] = info
+            leg = _LEG_OF_MODE.get(sample.mode)
+            if leg is not None:
+                self._progress(reported, leg, effects, now)
+            return
+        mission_id = entry.mission_id
+        info = self._missions.get(mission_id) if mission_id is not None else None
+        if mission_id is not None and info is not None and info.adopted:
+            # A mission adopted after a restart ended; no result will come, so decide from
+            # the orders' states (delivered ones were already advanced by the mode).
+            del self._missions[mission_id]
+            entry.mission_id = None
+            for order in self._orders_of(info):
+                self._robot_lost_order(entry, order, f"finished mission {mission_id}", effects,
+                                       now)
+
+    def _reconcile(self, entry: RobotEntry, effects: list[Effect], now: float) -> None:
+        """First sample after a restart or an outage: trust what the robot runs."""
+        sample = entry.sample
+        assert sample is not None
+        reported = sample.mission_id
+        if reported and self._owns(entry.robot_id, reported):
+            entry.mission_id = reported
+            if reported not in self._missions:
+                info = self._recover_mission_info(entry.robot_id, reported)
+                if info is not None:
+                    self._missions[reported] = info
+            leg = _LEG_OF_MODE.get(sample.mode)
+            if leg is not None:
+                self._progress(reported, leg, effects, now)
+        elif reported:
+            # A mission we no longer hold (reassigned while the robot was away): stop it, so
+            # nothing is delivered twice.
+            entry.mission_id = None
+            self._orphans_cancelled.add(reported)
+            effects.append(CancelMission(entry.robot_id, reported))
+        else:
+            entry.mission_id = None
+        carried = reported.removesuffix(_RETURN_SUFFIX)
+        for order in self._store.orders_by_robot(entry.robot_id):
+            if order.mission_id is None or carried == order.mission_id:
+                if self._memo.get(order.order_id, _OrderMemo()).flagged:
+                    self._memo[order.order_id].flagged = False
+                continue
+            self._robot_lost_order(entry, order, "reports no mission for it", effects, now)
+
+    def _robot_lost_order(
+        self, entry: RobotEntry, order: StoredOrder, why: str, effects: list[Effect], now: float
+    ) -> None:
+        if order.state in _UNLOADED:
+            if order.mission_id is not None:
+                self._missions.pop(order.mission_id, None)
+            self._transition(order, _S.REQUESTED, f"{entry.robot_id} {why}: re-dispatching",
+                             effects)
+        elif order.state is _S.RETURNING and entry.online and entry.sample is not None:
+            if entry.sample.current_waypoint == order.pickup_waypoint:
+                self._back_at_shop(order, effects)
+            else:
+                self._send_return(order, effects)
+        else:
+            self._flag(order, f"{entry.robot_id} {why} with the goods on board "
+                       f"({order.state.label}); not reassigned, operator action needed", effects)
+
+    def _robot_offline(self, entry: RobotEntry, why: str, effects: list[Effect]) -> None:
+        entry.online = False
+        effects.append(Alert(AlertKind.ROBOT_OFFLINE, f"{entry.robot_id} is offline ({why})",
+                             robot_id=entry.robot_id))
+        for order in self._store.orders_by_robot(entry.robot_id):
+            if order.state in _UNLOADED and order.mission_id is not None:
+                # Stop it if it comes back; the order goes to another robot now.
+                self._cancel_mission(entry.robot_id, order.mission_id, effects)
+            self._robot_lost_order(entry, order, f"went offline ({why})", effects, 0.0)
+        entry.mission_id = None
+
+    def _remind_recipients(self, effects: list[Effect], now: float) -> None:
+        """No-show policy, first step: re-notify once the robot has waited a while."""
+        for order in self._store.orders_by_state(_S.AWAITING_RECIPIENT):
+            order_id = order.order_id
+            memo = self._memo.setdefault(order_id, _OrderMemo())
+            if memo.awaiting_since is None:
+                memo.awaiting_since = now
+            if memo.reminded:
+                continue
+            if now - memo.awaiting_since >= self._policy.recipient_reminder_after_s:
+                memo.reminded = True
+                effects.append(Alert(AlertKind.RECIPIENT_REMINDER, f"order {order_id}: the "
+                                     "robot is still waiting at the dropoff; recipient "
+                                     "re-notified", Audience.SHOP, order_id, order.shop_id,
+                                     order.robot_id or ""))
+
+
+def _same_order(request: AcceptedOrder, existing: StoredOrder) -> bool:
+    """A replay, not a conflict (the store re-checks and raises IdempotencyConflict)."""
+    return (
+        existing.dropoff_waypoint == request.dropoff_waypoint
+        and existing.size == request.size
+        and abs(existing.weight_kg - request.weight_kg) <= 0.0005
+        and existing.note == request.note
+    )
+
+
+__all__ = [
+    "Alert",
+    "AlertKind",
+    "Announce",
+    "Audience",
+    "CancelMission",
+    "CoordinatorPolicy",
+    "CoordinatorWorld",
+    "Effect",
+    "FleetCoordinator",
+    "IllegalTransition",
+    "MissionOutcome",
+    "OrderStoreError",
+    "Reply",
+    "RobotMode",
+    "RobotSample",
+    "RobotView",
+    "SendMission",
+]
