@@ -1,4 +1,5 @@
-"""`delivery-sim` (the demo behind `make sim`): real nodes in separate processes deliver orders."""
+"""`delivery-sim` (the demo behind `make sim`): the coordinator and demo robots, each its own
+process, deliver every order through the whole lifecycle."""
 
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ def test_every_order_goes_through_the_lifecycle_to_delivered(tmp_path: Path) -> 
     summary = json.loads(report.read_text())
     assert summary["delivered"] == 3
     assert summary["failed_or_cancelled"] == 0
-    lines = result.stdout.splitlines()
-    for order_id in ("order-0001", "order-0002", "order-0003"):
-        states = [line.split()[3] for line in lines if f"  {order_id}  " in line]
+    lines = [line.split() for line in result.stdout.splitlines()]
+    status_lines = [words for words in lines if len(words) >= 4 and words[1] == "s"
+                    and words[2].startswith("ord")]
+    order_ids = sorted({words[2] for words in status_lines})
+    assert len(order_ids) == 3, result.stdout
+    for order_id in order_ids:
+        states = [words[3] for words in status_lines if words[2] == order_id]
         assert states == ["requested", "assigned", "to_pickup", "awaiting_load", "in_transit",
                           "awaiting_recipient", "delivered"], (order_id, result.stdout)
-    robots = {line.split()[-1] for line in lines if " order-" in line and " delivered " in line}
+    robots = {words[-1] for words in status_lines if words[3] == "delivered"}
     assert robots == {"robot1", "robot2"}, "both robots should have delivered"
 
 

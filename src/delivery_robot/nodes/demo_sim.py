@@ -1,9 +1,10 @@
 """delivery-sim (for now): an end-to-end demo of real nodes in separate processes.
 
-Until the headless fleet simulator lands (issue 4), `make sim` runs this: a demo coordinator
-and N demo robots, each its own ROS 2 process as `ros2 launch` would start them; a shop client
-submits orders through `/fleet/submit_order` and follows `/fleet/order_status` until every order
-is delivered. DDS stays on loopback.
+Until the headless fleet simulator lands (issue 4), `make sim` runs this: the fleet
+coordinator (SQLite store, dispatch, persist-then-announce) and N demo robots, each its own
+ROS 2 process as `ros2 launch` would start them; a shop client submits orders through
+`/fleet/submit_order` and follows `/fleet/order_status` until every order is delivered.
+DDS stays on loopback.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="wall seconds before giving up")
     parser.add_argument("--report", type=Path, help="write a JSON summary here")
+    parser.add_argument("--database", type=Path,
+                        help="coordinator's SQLite order database (default: a fresh temp file)")
     args = parser.parse_args(argv)
     if not 1 <= args.robots <= 10:
         parser.error("--robots must be between 1 and 10")
@@ -46,11 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def node_command(module: str, node: str, namespace: str, params: dict[str, Any]) -> list[str]:
+def node_command(module: str, node: str, namespace: str, params_file: str,
+                 params: dict[str, Any]) -> list[str]:
     from delivery_robot.ros.paths import share_file
 
     command = [sys.executable, "-m", f"delivery_robot.nodes.{module}", "--ros-args",
-               "-r", f"__node:={node}", "--params-file", str(share_file("config/demo.yaml"))]
+               "-r", f"__node:={node}", "--params-file", str(share_file(params_file))]
     if namespace:
         command += ["-r", f"__ns:={namespace}"]
     for name, value in params.items():
@@ -115,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     robot_ids = [f"robot{i}" for i in range(1, args.robots + 1)]
     print(f"delivery-sim (demo): {args.robots} robots, {args.orders} orders, "
           f"time x{args.time_scale:g}, ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} on loopback")
-    commands = [node_command("demo_coordinator", "demo_coordinator", "",
-                             {"robot_ids": robot_ids})]
-    commands += [node_command("demo_robot", "demo_robot", f"/{rid}",
+    from delivery_robot.ros.paths import share_file
+
+    workdir = Path(tempfile.mkdtemp(prefix="delivery-sim-"))
+    database = args.database or workdir / "orders.db"
+    print(f"order database: {database}")
+    commands = [node_command("coordinator", "coordinator", "", "config/coordinator.yaml", {
+        "robot_ids": robot_ids, "map_file": str(share_file("config/demo_map.yaml")),
+        "database_path": str(database), "discover_robots": False})]
+    commands += [node_command("demo_robot", "demo_robot", f"/{rid}", "config/demo.yaml",
                               {"robot_id": rid, "time_scale": args.time_scale})
                  for rid in robot_ids]
     processes = [subprocess.Popen(command) for command in commands]
@@ -183,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
