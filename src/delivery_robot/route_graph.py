@@ -202,6 +202,12 @@ class RouteGraph:
         self.source = source
         self.waypoints: dict[str, Waypoint] = {w.name: w for w in waypoints}
         self.lanes: tuple[Lane, ...] = tuple(lanes)
+        # (from, to) -> lane, both directions of two-way lanes; the first lane wins, as before.
+        self._lane_by_ends: dict[tuple[str, str], Lane] = {}
+        for lane in self.lanes:
+            self._lane_by_ends.setdefault((lane.start, lane.end), lane)
+            if not lane.one_way:
+                self._lane_by_ends.setdefault((lane.end, lane.start), lane)
         self.zones: tuple[Zone, ...] = tuple(zones)
         self.shops: tuple[Shop, ...] = tuple(shops)
         g = nx.DiGraph()
@@ -260,13 +266,9 @@ class RouteGraph:
         raise KeyError(f"no shop {shop_id!r} in world {self.world!r}")
 
     def lane(self, start: str, end: str) -> Lane | None:
-        """The lane that lets a robot drive start -> end directly, if any."""
-        for lane in self.lanes:
-            if (lane.start, lane.end) == (start, end) or (
-                not lane.one_way and (lane.end, lane.start) == (start, end)
-            ):
-                return lane
-        return None
+        """The lane that lets a robot drive start -> end directly, if any (a dict look-up:
+        the planner and controller ask this on every step)."""
+        return self._lane_by_ends.get((start, end))
 
     def zones_of_kind(self, kind: ZoneKind | str) -> list[Zone]:
         k = ZoneKind(kind)
