@@ -25,6 +25,7 @@ CONSOLE_SCRIPTS = [
     "camera = delivery_robot.nodes.camera:main",
     "coordinator = delivery_robot.nodes.coordinator:main",
     "safety_monitor = delivery_robot.nodes.safety_monitor:main",
+    "handoff = delivery_robot.nodes.handoff:main",
 ]
 
 setup(
