@@ -20,7 +20,7 @@ def run_sim(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[st
 
 def test_every_order_goes_through_the_lifecycle_to_delivered(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    result = run_sim("--robots", "2", "--orders", "3", "--time-scale", "200",
+    result = run_sim("--robots", "2", "--orders", "3", "--time-scale", "200", "--port", "0",
                      "--report", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(report.read_text())

@@ -13,6 +13,10 @@ sent asynchronously; their feedback and results feed the core.
 After a restart the goal handles of running missions are gone: progress then comes from the
 robots' `robot_state` (mode + mission id), and a mission we must stop is cancelled through the
 action's cancel service (cancel-all: a robot runs one mission at a time).
+
+The shop HTTP API (`delivery_robot.web`) runs in this process on a uvicorn thread when
+`http_port` > 0: its handlers call the same thread-safe core, and the effect sink also feeds
+the API's websocket fan-out; announcements on ROS still go out from the executor thread here.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ from delivery_robot.ros.parameters import declare
 from delivery_robot.ros.paths import share_file
 from delivery_robot.ros.qos import EVENT_QOS, STATE_QOS
 from delivery_robot.route_graph import load_route_graph
+from delivery_robot.web.events import EventHub
+from delivery_robot.web.world_map import map_from_demo_map, map_from_route_graph
 
 T = TypeVar("T")
 SEND_RETRY_S = 5.0  # how long a goal waits for the robot's action server to appear
@@ -144,12 +150,24 @@ class CoordinatorNode(Node):
                                       "tokens will not verify after a restart")
             secret = secrets.token_hex(32)
 
+        http_port = declare(self, "http_port", 8080, "Shop HTTP API port (0 = API off)")
+        self._allow_demo_tokens = declare(
+            self, "allow_demo_tokens", False,
+            "Accept a shop API config marked demo_tokens (public tokens; local trials only)")
+        api_config = declare(self, "shop_api_config", "",
+                             "Shop API YAML (token hashes, rate limit); empty = the packaged "
+                             "config/shop_api.yaml, which holds the DEMO tokens' hashes")
+
+        world_map: dict[str, Any]
         if map_file:
-            coordinator_world = CoordinatorWorld.from_demo_map(DemoMap.load(Path(map_file)))
+            demo = DemoMap.load(Path(map_file))
+            coordinator_world = CoordinatorWorld.from_demo_map(demo)
+            world_map = map_from_demo_map(demo)
         else:
             path = Path(route_file) if route_file else share_file(f"config/worlds/{world}.yaml")
-            coordinator_world = CoordinatorWorld.from_route_graph(
-                load_route_graph(path, validate=False))
+            route = load_route_graph(path, validate=False)
+            coordinator_world = CoordinatorWorld.from_route_graph(route)
+            world_map = map_from_route_graph(route)
 
         self._effects: deque[Effect] = deque()
         self._effects_lock = threading.Lock()
@@ -160,6 +178,7 @@ class CoordinatorNode(Node):
         self._goals: dict[tuple[str, str], ClientGoalHandle] = {}
         self._pending: list[_PendingSend] = []
         self._last_states: dict[str, RobotState] = {}
+        self.api_events = EventHub()  # websocket fan-out, fed by _sink
         self.store = OrderStore(database)
         self.core = FleetCoordinator(
             self.store, coordinator_world,
@@ -187,6 +206,7 @@ class CoordinatorNode(Node):
         self.create_timer(0.2, self._retry_pending)
         if self.discover:
             self.create_timer(2.0, self._discover)
+        self._api_server = self._start_api(http_port, api_config, world_map)
         open_orders = len(self.core.list_orders())
         self.get_logger().info(f"coordinator ready: {database}, {open_orders} open orders")
 
@@ -200,6 +220,7 @@ class CoordinatorNode(Node):
         with self._effects_lock:
             self._effects.extend(effects)
         self._wake.trigger()
+        self.api_events.publish(effects)  # never blocks: hands events to the API's loop
 
     def _offload(self, work: Callable[[], T]) -> Future:
         """Run `work` on a worker thread; the executor awaits the returned future."""
@@ -386,7 +407,38 @@ class CoordinatorNode(Node):
         fleet.orders_active = active
         self.fleet_publisher.publish(fleet)
 
+    # -- shop HTTP API (delivery_robot.web) -------------------------------------------------
+
+    def _start_api(self, port: int, config_path: str, world_map: dict[str, Any]) -> Any:
+        """Serve the shop API on a background thread; a failure leaves the ROS side running."""
+        if port <= 0:
+            return None
+        try:
+            from delivery_robot.web.config import load_api_config
+            from delivery_robot.web.server import ApiServer
+            from delivery_robot.web.shop_api import create_app
+
+            path = Path(config_path) if config_path else share_file("config/shop_api.yaml")
+            config = load_api_config(path)
+            if config.demo_tokens and not self._allow_demo_tokens:
+                raise ValueError(
+                    f"{path} holds the public demo tokens; give it your own token hashes "
+                    "(python -m delivery_robot.web.tokens new) or, for a local trial only, "
+                    "set allow_demo_tokens:=true")
+            app = create_app(self.core, config.token_registry(), config.rate_limiter(),
+                             self._now, world_map, events=self.api_events)
+            server = ApiServer(app, config.host, port)
+            server.start()
+        except Exception as error:  # noqa: BLE001 - orders still come in over ROS services
+            self.get_logger().error(f"shop API not started on port {port}: {error}")
+            return None
+        self.get_logger().info(f"shop API on http://{config.host}:{server.port}/api/v1 "
+                               f"(config {path}; OpenAPI at /openapi.json)")
+        return server
+
     def destroy_node(self) -> None:
+        if self._api_server is not None:
+            self._api_server.stop()
         self._workers.shutdown(wait=True)
         super().destroy_node()
         self.store.close()

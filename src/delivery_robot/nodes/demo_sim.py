@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="wall seconds before giving up")
     parser.add_argument("--report", type=Path, help="write a JSON summary here")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="shop API port on this machine (0 = off)")
     parser.add_argument("--database", type=Path,
                         help="coordinator's SQLite order database (default: a fresh temp file)")
     args = parser.parse_args(argv)
@@ -126,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="delivery-sim-"))
     database = args.database or workdir / "orders.db"
     print(f"order database: {database}")
+    if args.port:
+        print(f"shop API: http://localhost:{args.port}/api/v1 (OpenAPI: /openapi.json); demo "
+              f"bearer tokens: {share_file('config/demo_tokens.yaml')}")
     commands = [node_command("coordinator", "coordinator", "", "config/coordinator.yaml", {
         "robot_ids": robot_ids, "map_file": str(share_file("config/demo_map.yaml")),
-        "database_path": str(database), "discover_robots": False})]
+        "database_path": str(database), "discover_robots": False,
+        "http_port": args.port, "allow_demo_tokens": True})]
     commands += [node_command("demo_robot", "demo_robot", f"/{rid}", "config/demo.yaml",
                               {"robot_id": rid, "time_scale": args.time_scale})
                  for rid in robot_ids]
