@@ -26,6 +26,7 @@ CONSOLE_SCRIPTS = [
     "coordinator = delivery_robot.nodes.coordinator:main",
     "safety_monitor = delivery_robot.nodes.safety_monitor:main",
     "handoff = delivery_robot.nodes.handoff:main",
+    "navigation = delivery_robot.nodes.navigation:main",
 ]
 
 setup(
