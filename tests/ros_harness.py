@@ -86,6 +86,7 @@ class SpinningExecutor:
         self.context = context
         self.executor = SingleThreadedExecutor(context=context)
         self._nodes: list[Any] = []
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="ros-executor", daemon=True)
         self._thread.start()
 
@@ -93,7 +94,7 @@ class SpinningExecutor:
         from rclpy.executors import ExternalShutdownException
 
         try:
-            while self.context.ok():
+            while self.context.ok() and not self._stop.is_set():
                 self.executor.spin_once(timeout_sec=0.05)
         except ExternalShutdownException:
             pass
@@ -111,6 +112,9 @@ class SpinningExecutor:
         return node
 
     def close(self) -> None:
+        """Stop spinning first, so no wait is in progress when the context shuts down."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
         for node in self._nodes:
             self.executor.remove_node(node)
             node.destroy_node()

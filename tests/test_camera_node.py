@@ -72,6 +72,7 @@ def test_missing_source_is_retried_until_it_appears(
     video = tmp_path / "later.avi"
     images, _ = subscribe(ros_executor)
     camera = start_camera(ros_executor, video)
+    wait_for(lambda: camera.open_failures >= 1, 10.0, "a failed attempt to open the source")
     assert camera.reconnects == 0
     assert not images
     write_video(video)

@@ -48,6 +48,7 @@ class CameraNode(Node):
         self.info_publisher = self.create_publisher(CameraInfo, "camera/camera_info", SENSOR_QOS)
         self.frames_published = 0
         self.reconnects = 0
+        self.open_failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._capture_loop, name="camera-capture",
                                         daemon=True)
@@ -70,6 +71,7 @@ class CameraNode(Node):
             if capture is None:
                 capture = self._open()
                 if capture is None:
+                    self.open_failures += 1
                     if not warned:
                         self.get_logger().warning(f"cannot open camera source {self.source!r}; "
                                                   f"retrying every {self.reconnect_s:g} s")
