@@ -27,6 +27,7 @@ CONSOLE_SCRIPTS = [
     "safety_monitor = delivery_robot.nodes.safety_monitor:main",
     "handoff = delivery_robot.nodes.handoff:main",
     "navigation = delivery_robot.nodes.navigation:main",
+    "fleet_sim = delivery_robot.nodes.fleet_sim:main",
 ]
 
 setup(
