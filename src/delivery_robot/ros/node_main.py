@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 
 
@@ -25,6 +26,11 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except _rclpy.RCLError:
+        if rclpy.ok():
+            raise
+        # SIGTERM/SIGINT: rclpy's handler shut the context down while spin() was building a
+        # wait set ("context is not valid"), a race; it is the same clean shutdown.
     except (ValueError, FileNotFoundError) as error:
         print(f"[{getattr(node, 'get_name', lambda: 'node')()}] cannot start: {error}",
               file=sys.stderr)
