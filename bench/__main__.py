@@ -42,6 +42,8 @@ def check(result: dict[str, Any], module: str) -> None:
         missing = METRIC_FIELDS - set(metric)
         if missing:
             raise ValueError(f"{module}: metric {key} lacks {sorted(missing)}")
+        if not isinstance(metric["target"], str):
+            raise ValueError(f"{module}: metric {key}: target must be a string like '<= 50'")
 
 
 def main(argv: list[str]) -> int:
