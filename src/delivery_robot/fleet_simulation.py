@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from delivery_robot.compartment_handoff import LockState, Occupancy
 from delivery_robot.lidar_raycast import BeamPattern, Raycaster
 from delivery_robot.route_graph import (
     DEFAULT_ROBOT_HALF_WIDTH,
@@ -210,21 +211,7 @@ class SimWorld:
 
 
 # == outputs ====================================================================================
-class LockState(IntEnum):
-    """The bolt as the base reports it; values equal `CompartmentState.LOCK_*`."""
-
-    UNKNOWN = 0
-    LOCKED = 1
-    UNLOCKED = 2
-    FAULT = 3  # the bolt did not reach the commanded position
-
-
-class Occupancy(IntEnum):
-    """Values equal `CompartmentState.OCCUPANCY_*`."""
-
-    UNKNOWN = 0
-    EMPTY = 1
-    OCCUPIED = 2
+# LockState and Occupancy: one definition, in the compartment's own module.
 
 
 class EventKind(StrEnum):
