@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -297,7 +296,8 @@ def test_battery_model_needs_a_charger() -> None:
         BatteryModel(chargers=())
 
 
-def test_one_decision_with_50_robots_and_1000_open_orders_is_fast() -> None:
+def test_decisions_with_50_robots_and_1000_open_orders_run_the_whole_cost_model() -> None:
+    """Speed is measured by bench/bench_dispatch.py; this checks the big case decides."""
     rng = random.Random(7)
     grid = [f"w{x}_{y}" for x in range(20) for y in range(20)]
 
@@ -318,13 +318,6 @@ def test_one_decision_with_50_robots_and_1000_open_orders_is_fast() -> None:
         fleet.append(robot(f"robot{n}", rng.choice(grid), battery=1.0, plan=tuple(stops)))
     dispatch = TimeToFinishDispatcher(RouteCache(manhattan), model, SERVICE)
 
-    worst = 0.0
     for n in range(20):
         new = DispatchOrder(f"ord_{n}", rng.choice(grid), rng.choice(grid), SizeClass.SMALL, 1.0)
-        start = time.perf_counter()
-        decision = dispatch.assign(new, fleet)
-        worst = max(worst, time.perf_counter() - start)
-
-        assigned(decision)  # the whole cost model ran, not an early exit
-
-    assert worst < 0.25, f"slowest decision took {worst * 1000:.0f} ms"
+        assigned(dispatch.assign(new, fleet))  # the whole cost model ran, not an early exit
