@@ -33,7 +33,7 @@ bench: setup
 # Re-resolve the newest versions allowed by requirements.in and pin them in constraints.txt.
 lock:
 	@rm -rf .venv-lock && python3.11 -m venv .venv-lock
-	@.venv-lock/bin/pip install -q -r requirements.in
+	@.venv-lock/bin/pip install -q --upgrade pip setuptools wheel && .venv-lock/bin/pip install -q -r requirements.in
 	@(echo "# Exact versions of every Python package in .venv (pip freeze --all). Regenerate with: make lock"; \
 	  .venv-lock/bin/pip freeze --all --exclude-editable | grep -v '^delivery') > constraints.txt
 	@rm -rf .venv-lock && echo "constraints.txt updated; run make setup"
