@@ -6,7 +6,7 @@ ROS_ENV := tools/ros_env
 CORE_SOURCES = $(shell find src/delivery_robot -name '*.py' -not -path '*/nodes/*' -not -path '*/ros/*' -not -path '*/adapters/*')
 PYTEST_ARGS ?=
 
-.PHONY: setup sim test lint unit bench lock clean
+.PHONY: setup sim test lint unit bench lock clean check-assets
 
 setup:
 	@tools/bootstrap.sh
@@ -26,6 +26,12 @@ lint: setup
 	@.venv/bin/ruff check src tests bench tools launch setup.py
 	@echo "[lint] mypy (pure-Python core)"
 	@.venv/bin/mypy $(CORE_SOURCES)
+
+# Static checks of what only robots and Gazebo machines run (launch files, params, Nav2, bridge,
+# URDF, worlds, maps). make test runs the same checks through tests/test_assets.py.
+check-assets: setup
+	@echo "[check-assets] launch files, params files, Nav2, bridge, URDF, worlds, maps"
+	@$(ROS_ENV) python tools/check_assets.py
 
 bench: setup
 	@$(ROS_ENV) python -m bench
