@@ -36,6 +36,8 @@ setup(
     version="0.1.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    # the tablet pages are read from the package directory at run time
+    package_data={"delivery_robot.web": ["static/*", "templates/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -45,7 +47,7 @@ setup(
         *share_tree("urdf"),
     ],
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,
     maintainer="delivery_robot maintainers",
     maintainer_email="maintainers@delivery-robot.invalid",
     description="ROS 2 control stack for pilot delivery robots serving small shops.",

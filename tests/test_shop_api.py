@@ -56,7 +56,8 @@ class Clock:
 class Api:
     """A coordinator on a temp database and a TestClient on its API."""
 
-    def __init__(self, tmp_path: Path, *, per_second: float = 1000.0, burst: int = 1000) -> None:
+    def __init__(self, tmp_path: Path, *, per_second: float = 1000.0, burst: int = 1000,
+                 robot_link: Any = None, tablet: Any = None, operator_log: Any = None) -> None:
         self.clock = Clock()
         self.hub = EventHub()
         self.store = OrderStore(tmp_path / "orders.db", clock=self.clock)
@@ -75,7 +76,8 @@ class Api:
         self.tokens = TokenRegistry({"bakery": hash_token(BAKERY),
                                      "pharmacy": hash_token(PHARMACY)}, hash_token(OPS))
         self.app = create_app(self.core, self.tokens, RateLimiter(per_second, burst), self.clock,
-                              map_from_demo_map(DEMO), events=self.hub)
+                              map_from_demo_map(DEMO), events=self.hub, robot_link=robot_link,
+                              tablet=tablet, operator_log=operator_log)
         self.client = TestClient(self.app, raise_server_exceptions=False)
         self.responses: list[httpx.Response] = []
 

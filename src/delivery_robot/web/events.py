@@ -5,13 +5,21 @@ thread, so it must never block: it only filters, converts and hands each event t
 subscriber's event loop with `call_soon_threadsafe`. A subscriber that falls behind (its queue
 is full) is dropped rather than slowing the coordinator; its websocket is then closed so the
 client reconnects and re-reads the order list.
+
+Besides the coordinator's effects, the web layer publishes events of its own with
+`publish_event` (a recipient's lockout, robot-side tamper alarms, operator commands). Alerts
+get an id and a time and the newest are kept, so a page that reconnects re-reads them
+(`recent_alerts`) instead of losing what happened while it was away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +27,8 @@ from delivery_robot.api_auth import Caller
 from delivery_robot.fleet_coordinator import Alert, Announce, Audience, Effect
 
 QUEUE_LIMIT = 256
+RECENT_ALERTS = 200
+OPERATOR_ONLY_TYPES = frozenset({"operator_command"})
 OVERFLOW: dict[str, Any] = {"type": "overflow"}  # sentinel: the subscriber fell behind
 
 
@@ -55,9 +65,12 @@ def visible_to(caller: Caller, event: dict[str, Any]) -> bool:
     """Shops hear their own orders' events and alerts addressed to them; the operator all."""
     if caller.is_operator:
         return True
-    if event["type"] == "alert" and event["audience"] == Audience.OPERATOR.value:
+    if event.get("type") in OPERATOR_ONLY_TYPES:
         return False
-    return bool(event["shop_id"]) and caller.may_see(str(event["shop_id"]))
+    if event.get("type") == "alert" and event.get("audience") == Audience.OPERATOR.value:
+        return False
+    shop_id = event.get("shop_id")
+    return bool(shop_id) and caller.may_see(str(shop_id))
 
 
 @dataclass(eq=False)
@@ -83,9 +96,16 @@ class Subscription:
 class EventHub:
     """Fan-out from the coordinator (any thread) to asyncio subscribers."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
+        self._clock = clock
+        self._alert_ids = itertools.count(1)
+        self._recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """The clock that stamps alerts (the app's, so alerts and orders share one time)."""
+        self._clock = clock
 
     def subscribe(self, caller: Caller) -> Subscription:
         """Call from the subscriber's running event loop."""
@@ -104,12 +124,29 @@ class EventHub:
         with self._lock:
             return len(self._subscribers)
 
+    def recent_alerts(self, caller: Caller) -> list[dict[str, Any]]:
+        """The newest alerts `caller` may see, oldest first."""
+        with self._lock:
+            alerts = list(self._recent_alerts)
+        return [a for a in alerts if visible_to(caller, a)]
+
     def publish(self, effects: Sequence[Effect]) -> None:
         """An `EffectSink`: never blocks, never raises into the coordinator."""
-        events = [ev for ev in map(event_of, effects) if ev is not None]
+        self._fan_out([ev for ev in map(event_of, effects) if ev is not None])
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        """An event of the web layer's own (same rules as the coordinator's; any thread)."""
+        self._fan_out([dict(event)])
+
+    def _fan_out(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
         with self._lock:
+            for event in events:
+                if event.get("type") == "alert":
+                    event.setdefault("id", next(self._alert_ids))
+                    event.setdefault("at", self._clock())
+                    self._recent_alerts.append(event)
             subscribers = list(self._subscribers)
         gone: list[Subscription] = []
         for sub in subscribers:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket, WebSocketDisconnect
@@ -41,8 +41,17 @@ from delivery_robot.order_lifecycle import (
     OrderState,
 )
 from delivery_robot.order_store import OrderEvent, StoredOrder
+from delivery_robot.web.api_errors import ApiError, ErrorOut, error_response
+from delivery_robot.web.config import TabletSettings
+from delivery_robot.web.eta import EtaEstimator
 from delivery_robot.web.events import OVERFLOW, EventHub
+from delivery_robot.web.handoff_api import handoff_router
 from delivery_robot.web.metrics import OrderKpis, fleet_kpis, order_kpis, prometheus_text
+from delivery_robot.web.operator_log import OperatorLog
+from delivery_robot.web.pages import install_pages
+from delivery_robot.web.qr_svg import qr_svg
+from delivery_robot.web.robot_commands import robot_command_router
+from delivery_robot.web.robot_link import NoRobotLink, RobotLink
 
 log = logging.getLogger("delivery_robot.web")
 
@@ -89,12 +98,6 @@ class CancelBody(_Strict):
     reason: str = Field("", max_length=MAX_REASON_CHARS)
 
 
-class ErrorOut(BaseModel):
-    code: str
-    message: str
-    fields: list[str] | None = None
-
-
 class OrderOut(BaseModel):
     order_id: str
     shop_id: str
@@ -111,6 +114,10 @@ class OrderOut(BaseModel):
     created_at: float
     updated_at: float
     queue_reason: str = ""
+    queue_position: int = Field(default=0, description="n >= 1: n-th order waiting for a robot")
+    eta_s: float | None = Field(default=None,
+                                description="rough estimate from the map (see eta_target)")
+    eta_target: Literal["pickup", "dropoff"] | None = None
 
 
 class EventOut(BaseModel):
@@ -131,6 +138,8 @@ class CredentialsOut(BaseModel):
 
     pin: str
     qr_token: str
+    qr_svg: str = Field(description="the QR token as an inline SVG image")
+    recipient_path: str = Field(description="the recipient's page, e.g. /handoff/<order id>")
 
 
 class OrderCreated(BaseModel):
@@ -159,10 +168,34 @@ class RobotOut(BaseModel):
     battery: float | None
     mission_id: str
     last_seen: float | None
+    x: float | None = Field(default=None, description="map frame, m (online robots)")
+    y: float | None = None
 
 
 class RobotList(BaseModel):
     robots: list[RobotOut]
+
+
+class MeOut(BaseModel):
+    caller: str
+    is_operator: bool
+    shop_name: str | None
+    now: float = Field(description="the server's clock (the pages compare times with it)")
+
+
+class AlertOut(BaseModel):
+    id: int
+    at: float
+    kind: str
+    audience: str
+    message: str
+    order_id: str
+    shop_id: str
+    robot_id: str
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
 
 
 class OrderKpisOut(BaseModel):
@@ -201,18 +234,7 @@ class MetricsOut(BaseModel):
 # ---- errors -------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *,
-                 fields: list[str] | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.fields, self.headers = fields, headers
-
-
-def _error(status: int, code: str, message: str, fields: list[str] | None = None,
-           headers: Mapping[str, str] | None = None) -> JSONResponse:
-    body = ErrorOut(code=code, message=message, fields=fields).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
+_error = error_response
 
 
 def _refused(reply: Reply) -> ApiError:
@@ -307,10 +329,26 @@ def create_app(
     world_map: dict[str, Any],
     *,
     events: EventHub | None = None,
+    robot_link: RobotLink | None = None,
+    tablet: TabletSettings | None = None,
+    operator_log: OperatorLog | None = None,
 ) -> FastAPI:
-    """The API app. `events` is the hub the coordinator's effect sink feeds (the node's sink,
-    or `effect_sink=hub.publish` in tests); without one the websocket gets no events."""
+    """The API and the tablet pages.
+
+    `events` is the hub the coordinator's effect sink feeds (the node's sink, or
+    `effect_sink=hub.publish` in tests); without one the websocket gets no events.
+    `robot_link` reaches the robots' handoff and safety services (none: those requests get a
+    503). `tablet`: the pages' settings; `operator_log`: where e-stops are recorded (default:
+    the file `tablet.operator_log_path` names, or memory only)."""
     hub = events if events is not None else EventHub()
+    hub.set_clock(clock)
+    link: RobotLink = robot_link if robot_link is not None else NoRobotLink()
+    settings = tablet if tablet is not None else TabletSettings()
+    record = operator_log if operator_log is not None else OperatorLog(
+        settings.operator_log_path or None)
+    estimator = EtaEstimator(world_map)
+    shop_names = {str(s["shop_id"]): str(s.get("name") or s["shop_id"])
+                  for s in world_map.get("shops", [])}
     limiter_lock = threading.Lock()  # RateLimiter is a plain dict of buckets
     app = FastAPI(
         title="delivery_robot shop API",
@@ -325,7 +363,7 @@ def create_app(
 
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return _error(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+        return _error(exc.status, exc.code, exc.message, exc.fields, exc.headers, exc.extra)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -383,10 +421,19 @@ def create_app(
             raise ApiError(404, "unknown_order", f"unknown order {order_id!r}")
         return order
 
-    def with_queue_reason(order: StoredOrder) -> OrderOut:
-        reason = coordinator.queue_reason(order.order_id) if order.state is OrderState.REQUESTED \
-            else ""
-        return _order_out(order, reason)
+    def with_queue_reason(order: StoredOrder, fleet: _FleetView | None = None) -> OrderOut:
+        """The order with its queue position and ETA (`fleet`: one snapshot for a list)."""
+        view = fleet if fleet is not None else _FleetView.of(coordinator, estimator)
+        waiting = order.state is OrderState.REQUESTED
+        out = _order_out(order, coordinator.queue_reason(order.order_id) if waiting else "")
+        if waiting:
+            out.queue_position = view.queue_position(order.order_id)
+        elif order.robot_id is not None:
+            eta = estimator.eta(order.state, view.places.get(order.robot_id),
+                                order.pickup_waypoint, order.dropoff_waypoint)
+            if eta is not None:
+                out.eta_s, out.eta_target = round(eta.seconds, 1), eta.target  # type: ignore[assignment]
+        return out
 
     def orders_visible(caller: Caller, state: OrderState | None) -> list[StoredOrder]:
         if caller.is_operator:
@@ -429,10 +476,16 @@ def create_app(
         if not reply.accepted or reply.order is None:
             raise _refused(reply)
         replayed = reply.credentials is None
+        credentials = None
+        if reply.credentials is not None:
+            order_id = reply.order.order_id
+            credentials = CredentialsOut(
+                pin=reply.credentials.pin, qr_token=reply.credentials.qr_token,
+                qr_svg=qr_svg(reply.credentials.qr_token, f"QR code for delivery {order_id}"),
+                recipient_path=f"/handoff/{order_id}")
         created = OrderCreated(
             order=with_queue_reason(reply.order),
-            credentials=None if replayed else CredentialsOut(
-                pin=reply.credentials.pin, qr_token=reply.credentials.qr_token),  # type: ignore[union-attr]
+            credentials=credentials,
             replayed=replayed,
             message=("order already created by an earlier request with this Idempotency-Key; "
                      "the recipient credentials were shown then" if replayed
@@ -456,7 +509,8 @@ def create_app(
                 raise ApiError(422, RejectCode.INVALID_FIELD.value, str(error),
                                fields=["state"]) from None
         orders = sorted(orders_visible(caller, wanted), key=lambda o: o.created_at)
-        return OrderList(orders=[with_queue_reason(o) for o in orders])
+        fleet = _FleetView.of(coordinator, estimator)
+        return OrderList(orders=[with_queue_reason(o, fleet) for o in orders])
 
     @app.get(f"{PREFIX}/orders/{{order_id}}", response_model=OrderDetail,
              responses=_ORDER_RESPONSES, tags=["orders"])
@@ -493,13 +547,31 @@ def create_app(
     @app.get(f"{PREFIX}/robots", response_model=RobotList, responses=_ERROR_RESPONSES,
              tags=["fleet"])
     def robots(caller: CallerDep) -> RobotList:
+        poses = {s.robot_id: (s.x, s.y) for s in coordinator.robot_samples()}
         return RobotList(robots=[
             RobotOut(robot_id=r.robot_id, online=r.online, free=r.free,
                      mode=r.mode.name.lower() if r.mode is not None else None,
                      waypoint=r.waypoint, battery=r.battery, mission_id=r.mission_id,
-                     last_seen=r.last_seen if math.isfinite(r.last_seen) else None)
+                     last_seen=r.last_seen if math.isfinite(r.last_seen) else None,
+                     x=poses[r.robot_id][0] if r.robot_id in poses else None,
+                     y=poses[r.robot_id][1] if r.robot_id in poses else None)
             for r in coordinator.robots()
         ])
+
+    @app.get(f"{PREFIX}/me", response_model=MeOut, responses=_ERROR_RESPONSES, tags=["fleet"])
+    async def me(caller: CallerDep) -> MeOut:
+        """Who the token belongs to (the pages show the shop's name)."""
+        return MeOut(caller=caller.name, is_operator=caller.is_operator,
+                     shop_name=None if caller.is_operator else shop_names.get(caller.name,
+                                                                              caller.name),
+                     now=clock())
+
+    @app.get(f"{PREFIX}/alerts", response_model=AlertList, responses=_ERROR_RESPONSES,
+             tags=["fleet"])
+    async def alerts(caller: CallerDep) -> AlertList:
+        """The newest alerts the caller may see (a page re-reads them after reconnecting)."""
+        return AlertList(alerts=[AlertOut(**{k: a.get(k, "") for k in AlertOut.model_fields})
+                                 for a in hub.recent_alerts(caller)])
 
     @app.get(f"{PREFIX}/map", responses=_ERROR_RESPONSES, tags=["fleet"])
     async def world(caller: CallerDep) -> dict[str, Any]:
@@ -533,6 +605,14 @@ def create_app(
         robots = coordinator.robots()
         fleet = fleet_kpis(per_order, len(robots), clock())
         return prometheus_text(per_order, fleet, sum(1 for r in robots if r.online))
+
+    # -- recipient, operator commands, pages ----------------------------------------------
+
+    app.include_router(handoff_router(coordinator, link, hub, clock, settings, estimator,
+                                      world_map))
+    app.include_router(robot_command_router(coordinator, link, hub, clock, record,
+                                            operator_caller))
+    install_pages(app, settings)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -582,6 +662,24 @@ def create_app(
             hub.unsubscribe(sub)
 
     return app
+
+
+class _FleetView:
+    """One snapshot of the robots' places and the waiting queue, for a list of orders."""
+
+    def __init__(self, places: dict[str, str | None], waiting: list[str]) -> None:
+        self.places = places
+        self._position = {order_id: i for i, order_id in enumerate(waiting, 1)}
+
+    @classmethod
+    def of(cls, coordinator: FleetCoordinator, estimator: EtaEstimator) -> "_FleetView":
+        places = {s.robot_id: estimator.place(s.current_waypoint, s.x, s.y)
+                  for s in coordinator.robot_samples()}
+        waiting = [o.order_id for o in coordinator.list_orders(state=OrderState.REQUESTED)]
+        return cls(places, waiting)
+
+    def queue_position(self, order_id: str) -> int:
+        return self._position.get(order_id, 0)
 
 
 def _token_of_message(text: str) -> str:
