@@ -29,6 +29,7 @@ CONSOLE_SCRIPTS = [
     "navigation = delivery_robot.nodes.navigation:main",
     "fleet_sim = delivery_robot.nodes.fleet_sim:main",
     "base_driver = delivery_robot.nodes.base_driver:main",
+    "delivery-robot = delivery_robot.nodes.robot_bringup:main",
 ]
 
 setup(

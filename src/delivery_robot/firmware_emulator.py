@@ -64,6 +64,8 @@ from delivery_robot.serial_protocol import (
 _T = TypeVar("_T")
 _INT32: Final = 1 << 32
 _CALL_TIMEOUT_S: Final = 5.0
+_WATCHDOG_LEAD: Final = 0.002  # s the loop wakes before the watchdog deadline, then polls
+_ACKED_COMMANDS: Final = (MotorEnable, LockCommand)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class FirmwareModel:
         self.wheels = (_Wheel(), _Wheel())
         self.motors_enabled = False  # a real MCU boots with the power stage off
         self.watchdog_tripped = False
+        self.watchdog_trips = 0
+        self.watchdog_late: float | None = None  # s past its deadline the last trip acted
         self.estop_active = False
         self.applied_seq = 0
         self.last_velocity_command_at: float | None = None
@@ -194,8 +198,11 @@ class FirmwareModel:
         if dt > 0:
             self._integrate(dt)
             self._last_step = now
-        if self._watchdog_deadline() <= now:
+        deadline = self.watchdog_deadline()
+        if deadline <= now:
             self.watchdog_tripped = True
+            self.watchdog_trips += 1
+            self.watchdog_late = now - deadline
             self._brake(now)
         if now >= self._next_encoder:
             self.outbox.append(self.encoder_report(now))
@@ -210,10 +217,10 @@ class FirmwareModel:
     def next_deadline(self) -> float:
         """When `step` must next run for the reports and the watchdog to be on time."""
         return min(
-            self._next_encoder, self._next_battery, self._next_status, self._watchdog_deadline()
+            self._next_encoder, self._next_battery, self._next_status, self.watchdog_deadline()
         )
 
-    def _watchdog_deadline(self) -> float:
+    def watchdog_deadline(self) -> float:
         """One expression for both checking and scheduling, so the loop never wakes at the
         deadline to find it not yet due by a rounding error."""
         if self.last_velocity_command_at is None or self.watchdog_tripped:
@@ -221,12 +228,18 @@ class FirmwareModel:
         return self.last_velocity_command_at + self.config.watchdog_timeout
 
     def _integrate(self, dt: float) -> None:
-        was_moving = self.moving
-        reached = [wheel.advance(dt, self.config.wheel_accel_limit) for wheel in self.wheels]
-        if was_moving and not self.moving:
-            settle = max(r for r in reached if r is not None)
-            self.motors_stopped_at = self._last_step + settle
-        speed_sum = sum(abs(wheel.velocity) for wheel in self.wheels)
+        left, right = self.wheels
+        if left.velocity == left.target and right.velocity == right.target:
+            # Cruising or standing (most steps, every frame received runs one): no ramp.
+            left.position += left.velocity * dt
+            right.position += right.velocity * dt
+        else:
+            was_moving = self.moving
+            reached = [wheel.advance(dt, self.config.wheel_accel_limit) for wheel in self.wheels]
+            if was_moving and not self.moving:
+                settle = max(r for r in reached if r is not None)
+                self.motors_stopped_at = self._last_step + settle
+        speed_sum = abs(left.velocity) + abs(right.velocity)
         if self.charger_connected:
             self.battery_current = self.config.charge_current
         else:
@@ -306,17 +319,20 @@ class FirmwareModel:
 
     # -- inputs from the host -----------------------------------------------------------------
     def receive(self, frame: Frame, now: float) -> None:
-        self.step(now)
         message = frame.message
+        if isinstance(message, Heartbeat):
+            # Answered at once from the receive path (the protocol's RTT probe); the control
+            # loop (`step`) runs on its own schedule, as on the MCU.
+            uptime_ms = round((now - self.boot_time) * 1000) % _INT32
+            self.outbox.append(Heartbeat(uptime_ms=uptime_ms, echo_ms=message.uptime_ms))
+            return
+        self.step(now)
         if isinstance(message, WheelVelocityCommand):
             self._on_velocity(frame.seq, message, now)
-        elif isinstance(message, MotorEnable | LockCommand):
+        elif isinstance(message, _ACKED_COMMANDS):
             self._on_acked_command(frame.seq, message, now)
         elif isinstance(message, Request):
             self._on_request(frame.seq, message, now)
-        elif isinstance(message, Heartbeat):
-            uptime_ms = round((now - self.boot_time) * 1000) % _INT32
-            self.outbox.append(Heartbeat(uptime_ms=uptime_ms, echo_ms=message.uptime_ms))
         # MCU->host types arriving here are ignored, as the firmware's dispatch table would.
 
     def _record(self, now: float, seq: int, message: Message, outcome: CommandOutcome) -> None:
@@ -435,12 +451,21 @@ def _wrap_int32(value: int) -> int:
 
 class LinkFaults:
     """Per-byte fault injection for one direction of the wire, reproducible from its seed:
-    the n-th byte through it is dropped or corrupted the same way on every run."""
+    the n-th byte through it is dropped or corrupted the same way on every run, however the
+    stream is split into writes.
+
+    Each byte is dropped with probability `drop_rate`, else corrupted with `corrupt_rate`.
+    Instead of a random number per byte (a Python loop over every byte of every frame), the
+    number of intact bytes before the next fault is drawn from its geometric distribution, so
+    clean stretches are copied in one slice.
+    """
 
     def __init__(self, seed: str, corrupt_rate: float = 0.0, drop_rate: float = 0.0) -> None:
         self._rng = Random(seed)
         self.corrupt_rate = 0.0
         self.drop_rate = 0.0
+        self._fault_rate = 0.0
+        self._intact_left = 0  # bytes to pass before the next fault
         self.configure(corrupt_rate, drop_rate)
         self.corrupted = 0
         self.dropped = 0
@@ -451,21 +476,36 @@ class LinkFaults:
                 raise ValueError(f"{name} must be in [0, 1], got {rate}")
         self.corrupt_rate = corrupt_rate
         self.drop_rate = drop_rate
+        self._fault_rate = drop_rate + (1.0 - drop_rate) * corrupt_rate
+        self._intact_left = self._draw_gap()
+
+    def _draw_gap(self) -> int:
+        rate = self._fault_rate
+        if rate <= 0.0 or rate >= 1.0:
+            return 0  # no faults, or every byte
+        return int(math.log1p(-self._rng.random()) / math.log1p(-rate))
 
     def apply(self, data: bytes) -> bytes:
-        if self.corrupt_rate == 0.0 and self.drop_rate == 0.0:
+        if self._fault_rate == 0.0:
             return data
         rng = self._rng
+        drop_share = self.drop_rate / self._fault_rate
         out = bytearray()
-        for byte in data:
-            if self.drop_rate and rng.random() < self.drop_rate:
+        position = 0
+        while True:
+            fault_at = position + self._intact_left
+            if fault_at >= len(data):
+                self._intact_left -= len(data) - position
+                out += data[position:]
+                return bytes(out)
+            out += data[position:fault_at]
+            if rng.random() < drop_share:
                 self.dropped += 1
-                continue
-            if self.corrupt_rate and rng.random() < self.corrupt_rate:
-                byte ^= rng.randrange(1, 256)  # never a no-op
+            else:
+                out.append(data[fault_at] ^ rng.randrange(1, 256))  # never a no-op
                 self.corrupted += 1
-            out.append(byte)
-        return bytes(out)
+            position = fault_at + 1
+            self._intact_left = self._draw_gap()
 
 
 @dataclass
@@ -488,6 +528,8 @@ class EmulatorSnapshot:
     estop_active: bool
     last_velocity_command_at: float | None
     motors_stopped_at: float | None
+    watchdog_trips: int
+    watchdog_late: float | None  # s after its deadline the last watchdog trip braked
     lock_status: LockStatus
     bolt_engaged: bool
     door_open: bool
@@ -677,8 +719,7 @@ class FirmwareEmulator:
                 self._flush()
                 port = self._port
                 fds = [self._wake_read] if port is None else [self._wake_read, port.master]
-                timeout = max(0.0, self._model.next_deadline() - time.monotonic())
-                readable, _, _ = select.select(fds, [], [], timeout)
+                readable = self._wait(fds)
                 if port is not None and port.master in readable:
                     self._receive(port)
                 if self._wake_read in readable:
@@ -687,6 +728,24 @@ class FirmwareEmulator:
                     self._run_calls()
         except BaseException as error:  # reported by stop(), not lost in a thread
             self._error = error
+
+    def _wait(self, fds: list[int]) -> list[int]:
+        """select() until input or the model's next deadline. The watchdog is a timer
+        interrupt on the MCU, while a thread wakes by its scheduling latency late (0.1-2 ms
+        here), so for the watchdog the thread wakes `_WATCHDOG_LEAD` early and polls the port
+        until the deadline: the brake lands within microseconds of it, and a command that
+        arrives meanwhile still feeds the watchdog in time."""
+        model = self._model
+        watchdog = model.watchdog_deadline()
+        deadline = model.next_deadline()
+        if watchdog > deadline:
+            timeout = max(0.0, deadline - time.monotonic())
+            return select.select(fds, [], [], timeout)[0]
+        timeout = max(0.0, watchdog - _WATCHDOG_LEAD - time.monotonic())
+        readable: list[int] = select.select(fds, [], [], timeout)[0]
+        while not readable and time.monotonic() < watchdog:
+            readable = select.select(fds, [], [], 0.0)[0]
+        return readable
 
     def _receive(self, port: _Port) -> None:
         try:
@@ -755,6 +814,8 @@ class FirmwareEmulator:
             estop_active=model.estop_active,
             last_velocity_command_at=model.last_velocity_command_at,
             motors_stopped_at=model.motors_stopped_at,
+            watchdog_trips=model.watchdog_trips,
+            watchdog_late=model.watchdog_late,
             lock_status=model.lock_status,
             bolt_engaged=model.bolt_engaged,
             door_open=model.door_open,
@@ -775,7 +836,7 @@ class FirmwareEmulator:
 
 
 # -- manual use ---------------------------------------------------------------------------------
-_CONSOLE_HELP = """commands:
+CONSOLE_HELP = """commands:
   status                 show the emulated robot and link
   estop on|off           press / release the hardware e-stop
   door open|close        pull the compartment door / shut it
@@ -787,8 +848,9 @@ _CONSOLE_HELP = """commands:
   quit"""
 
 
-def _console_command(emulator: FirmwareEmulator, line: str) -> bool:
-    """Run one console line; returns False when the user asked to quit."""
+def console_command(emulator: FirmwareEmulator, line: str) -> bool:
+    """Run one console line (also `delivery-robot --emulate`'s console); returns False when
+    the user asked to quit."""
     words = line.split()
     if not words:
         return True
@@ -820,7 +882,7 @@ def _console_command(emulator: FirmwareEmulator, line: str) -> bool:
             emulator.replug()
             print(f"{emulator.link} -> {emulator.port_path}")
         else:
-            print(_CONSOLE_HELP)
+            print(CONSOLE_HELP)
     except ValueError as error:
         print(f"error: {error}")
     sys.stdout.flush()
@@ -858,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("type 'help' for commands, Ctrl-C to stop", flush=True)
     try:
         for line in sys.stdin:
-            if not _console_command(emulator, line):
+            if not console_command(emulator, line):
                 break
         else:
             while True:  # stdin closed (run in the background): serve until signalled

@@ -49,6 +49,7 @@ from delivery_robot.serial_protocol import (
 )
 
 _U32: Final = 1 << 32
+SUPERSEDED: Final = "superseded by a newer command"  # CommandDone.detail of an overtaken one
 _RTT_WINDOW: Final = 50  # heartbeat round trips kept for the diagnostics' mean and max
 _SENT_VELOCITIES_KEPT: Final = 64  # velocity SEQs remembered to time their effect
 
@@ -460,7 +461,7 @@ class MotorControllerLink:
     def _command(self, message: MotorEnable | LockCommand, now: float, span: float) -> int:
         kind = message.TYPE
         if kind in self._outstanding:
-            self._finish(kind, ok=False, detail="superseded by a newer command")
+            self._finish(kind, ok=False, detail=SUPERSEDED)
         ticket = self._next_ticket
         self._next_ticket += 1
         seq = self._seq.next()

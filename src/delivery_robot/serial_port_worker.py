@@ -173,7 +173,7 @@ class SerialPortWorker:
                     deadline = self.link.next_deadline()
                 if has_events:
                     self._notify_safely()
-                self._wait(now, deadline)
+                self._wait(deadline)
         except BaseException as error:  # recorded, not lost in a thread
             self._error = error
             self._log(f"serial worker failed: {error!r}")
@@ -187,13 +187,15 @@ class SerialPortWorker:
                     self.link.on_disconnected(self._clock(), "port closed")
             self._notify_safely()
 
-    def _wait(self, now: float, deadline: float) -> None:
+    def _wait(self, deadline: float) -> None:
         port = self._port
         if port is None:
             deadline = min(deadline, self._next_open)
         if self._closing_deadline is not None:
             deadline = min(deadline, self._closing_deadline)
-        timeout = min(max(0.0, deadline - now), 1.0)
+        # From the clock now, not the loop's `now`: the iteration's work would delay the
+        # next velocity frame and heartbeat by its own duration.
+        timeout = min(max(0.0, deadline - self._clock()), 1.0)
         readers = [self._wake_read] if port is None else [self._wake_read, port.fileno()]
         writers = [port.fileno()] if port is not None and self._tx else []
         try:

@@ -43,6 +43,7 @@ from std_msgs.msg import Bool, Header
 from delivery_robot.adapters.tf_broadcaster import TransformBroadcaster
 from delivery_robot.diff_drive import DiffDriveGeometry, OdometryEstimate
 from delivery_robot.motor_controller_link import (
+    SUPERSEDED,
     BatteryUpdated,
     CommandDone,
     CompartmentChanged,
@@ -376,6 +377,9 @@ class BaseDriverNode(LifecycleNode):
             what = "motor enable" if message.enable else "motor disable"
         if event.ok:
             self.get_logger().info(f"{what}: {event.detail}")
+        elif event.detail == SUPERSEDED:
+            # e.g. the disable sent at the handshake, overtaken by activate's enable
+            self.get_logger().debug(f"{what}: {event.detail}")
         else:
             self.get_logger().warning(f"{what}: {event.detail}")
 

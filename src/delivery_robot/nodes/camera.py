@@ -92,7 +92,13 @@ class CameraNode(Node):
                 warned = True
                 self._stop.wait(self.reconnect_s)
                 continue
-            self._publish(frame)
+            try:
+                self._publish(frame)
+            except Exception as error:  # noqa: BLE001 - rclpy's RCLError has no public type
+                if not self.context.ok():
+                    break  # Ctrl-C: rclpy shut the context down before destroy_node ran
+                self.get_logger().error(f"cannot publish a frame: {error}",
+                                        throttle_duration_sec=10.0)
             next_frame = max(next_frame + period, time.monotonic())
             self._stop.wait(max(0.0, next_frame - time.monotonic()))
         if capture is not None:
