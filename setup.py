@@ -27,6 +27,7 @@ CONSOLE_SCRIPTS = [
     "safety_monitor = delivery_robot.nodes.safety_monitor:main",
     "handoff = delivery_robot.nodes.handoff:main",
     "navigation = delivery_robot.nodes.navigation:main",
+    "mission_executor = delivery_robot.nodes.mission_executor:main",
     "fleet_sim = delivery_robot.nodes.fleet_sim:main",
     "base_driver = delivery_robot.nodes.base_driver:main",
     "delivery-robot = delivery_robot.nodes.robot_bringup:main",

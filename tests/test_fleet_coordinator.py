@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from delivery_robot.fleet_coordinator import (
     Effect,
     FleetCoordinator,
     MissionOutcome,
+    OpenCompartment,
     RobotMode,
     RobotSample,
     SendMission,
@@ -459,3 +461,77 @@ def test_a_restart_resumes_a_return_to_the_shop(make: Factory, clock: Clock) -> 
                           clock.t)
     done = second.on_robot_state(state("r1", RobotMode.IDLE, "bakery"), clock.t)
     assert states(done) == [S.FAILED]
+
+
+# ---- the mission executor's side of the contract ------------------------------------------
+
+
+def test_a_delivery_goal_carries_the_orders_credential_record(make: Factory,
+                                                              clock: Clock) -> None:
+    from delivery_robot.handoff_record import record_from_json
+
+    core = make()
+    core.on_robot_state(state("r1"), clock.t)
+    reply = core.submit_order(request(), clock.t)
+    assert reply.credentials is not None
+    (goal,) = missions(reply.effects)
+    (text,) = goal.handoff_records
+    record = record_from_json(text)
+    assert record.order_id == goal.orders[0].order_id
+    assert reply.credentials.pin not in text
+    robot_book = HandoffCredentials(CredentialPolicy(secret_key=b"k" * 32, pin_hash_cost=FAST))
+    robot_book.add(record)
+    assert robot_book.verify(record.order_id, 0, reply.credentials.pin, clock.t).granted
+
+
+def test_the_shop_and_returned_goods_get_the_compartment_opened(make: Factory,
+                                                                clock: Clock) -> None:
+    core = make()
+    core.on_robot_state(state("r1"), clock.t)
+    order_id, goal = submitted(core, clock)
+    effects = core.on_robot_state(state("r1", RobotMode.AWAITING_LOAD, "bakery",
+                                        goal.mission_id), clock.t)
+    assert states(effects) == [S.TO_PICKUP, S.AWAITING_LOAD]
+    assert OpenCompartment("r1", order_id, "loading") in effects
+    assert core.confirm_loaded(order_id, "bakery", clock.t).accepted
+    core.cancel_order(order_id, "bakery", "", clock.t)
+    stopped = core.on_mission_result("r1", goal.mission_id, MissionOutcome.CANCELED, clock.t)
+    (back,) = missions(stopped)
+    home = core.on_mission_result("r1", back.mission_id, MissionOutcome.SUCCEEDED, clock.t)
+    assert OpenCompartment("r1", order_id, "unloading") in home
+
+
+def test_a_resumed_mission_that_ends_without_a_result_is_decided_after_the_grace(
+    make: Factory, clock: Clock
+) -> None:
+    """The executor restarted mid-delivery and resumed without the goal handle: the robot
+    reports the mission, ends it (no-show at the dropoff) and goes idle, and no result comes."""
+    core = make(policy=replace(POLICY, result_grace_s=3.0))
+    core.on_robot_state(state("r1"), clock.t)
+    order_id, goal = submitted(core, clock)
+    assert core.on_robot_state(state("r1"), clock.t) == []  # not started yet: nothing ends
+    load(core, clock, order_id, goal)
+    core.on_robot_state(state("r1", RobotMode.AWAITING_RECIPIENT, "house_1", goal.mission_id,
+                              order_ids=(order_id,)), clock.t)
+    idle = core.on_robot_state(state("r1", waypoint="house_1"), clock.t + 1.0)
+    assert states(idle) == []
+    assert core.tick(clock.t + 2.0) == []  # the result may still come
+    decided = core.tick(clock.t + 4.0)
+    assert states(decided) == [S.RETURNING]
+    (back,) = missions(decided)
+    assert (back.kind, back.return_waypoint) == (MissionKind.RETURN, "bakery")
+    # The old goal's result, if it ever arrives, changes nothing.
+    late = core.on_mission_result("r1", goal.mission_id, MissionOutcome.NO_SHOW, clock.t + 5.0)
+    assert states(late) == []
+    assert not missions(late)
+
+
+def test_a_result_within_the_grace_is_applied_once(make: Factory, clock: Clock) -> None:
+    core = make()
+    core.on_robot_state(state("r1"), clock.t)
+    order_id, goal = submitted(core, clock)
+    core.on_robot_state(state("r1", RobotMode.TO_PICKUP, "", goal.mission_id), clock.t)
+    core.on_robot_state(state("r1"), clock.t + 0.5)
+    failed = core.on_mission_result("r1", goal.mission_id, MissionOutcome.NOT_LOADED, clock.t)
+    assert states(failed) == [S.FAILED]
+    assert states(core.tick(clock.t + 10.0), order_id) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -265,6 +266,44 @@ def test_load_at_the_shop_then_deliver_with_a_pin(ros_executor: SpinningExecutor
     assert not again.granted
     assert {"lock_command", "door_opened", "door_closed", "recipient_unlocked"} <= set(
         rig.watch.kinds())
+
+
+def test_assign_service_sets_the_waypoints_and_loads_the_record(
+        ros_executor: SpinningExecutor) -> None:
+    """handoff/assign (the executor's call): the record makes the PIN verify on the robot; the
+    dropoff is the assigned one even though robot_state never reported a waypoint for it."""
+    from delivery_interfaces.srv import AssignHandoff
+
+    from delivery_robot.handoff_record import record_to_json
+
+    rig = Rig(ros_executor)
+    issued, records = issue_records(wall_now(rig))
+
+    def assign(order_id: str = ORDER, record: str = "") -> Any:
+        return rig.watch.call(AssignHandoff, "handoff/assign", AssignHandoff.Request(
+            order_id=order_id, shop_waypoint=SHOP, dropoff_waypoint=DROPOFF,
+            credential_record=record))
+
+    bad = assign(record='{"v": 1, "order_id": "x"}')
+    assert (bad.accepted, bad.error_code) == (False, "bad_record")
+    other = issue_records(wall_now(rig))[1][0]
+    wrong_order = assign(record=record_to_json(replace(other, order_id="order-7")))
+    assert (wrong_order.accepted, wrong_order.error_code) == (False, "bad_record")
+    reply = assign(record=record_to_json(records[0]))
+    assert reply.accepted, reply.message
+    assert "credential record loaded" in reply.message
+    assert assign().accepted  # asking again for the same order is fine
+    wait_for(lambda: rig.watch.state.order_id == ORDER, 5.0, "handoff/state names the order")
+    rig.load()
+    assert not assign("order-99").accepted  # another order's goods are inside
+    assert assign("order-99").error_code == "goods_on_board"
+    rig.robot.report(MODE_AWAITING_RECIPIENT, DROPOFF)
+    # A malformed credential costs no attempt: its refusal tells when the place is right.
+    wait_for(lambda: rig.watch.verify("x").error_code == "malformed", 5.0,
+             "robot at the dropoff")
+    good = rig.watch.verify(issued.pin)
+    assert good.granted, good.message
+    rig.watch.wait_state(OPEN_FOR_RECIPIENT)
 
 
 def test_loading_is_refused_away_from_the_shop(ros_executor: SpinningExecutor) -> None:

@@ -20,7 +20,18 @@ Contracts with the mission executor (see docs/architecture.md):
 - a no-show ends the delivery mission at the dropoff (OUTCOME_NO_SHOW, goods locked inside);
   the coordinator then sends a RETURN mission to the shop (`<mission>-return`);
 - a re-sent mission (navigation retry) carries each order's current state in `orders[].state`,
-  so an executor resumes a loaded order at the dropoff leg instead of the pickup.
+  so an executor resumes a loaded order at the dropoff leg instead of the pickup;
+- a delivery mission carries each order's credential record (`handoff_records`, JSON of the
+  stored hashes) for the robot's handoff node;
+- when an order reaches awaiting_load, `OpenCompartment` asks the robot's handoff node to
+  unlock for loading; when returned goods are back at the shop, to unlock for unloading;
+- a cancel with goods on board: the order is moved to returning first, then the mission is
+  cancelled; the executor drives the goods back to the shop itself (leg RETURNING, which does
+  not mean delivered for an order already returning) and ends CANCELED there; the coordinator
+  then sends the return mission, which ends at once at the shop;
+- a mission that ends without a result (the executor restarted and resumed it without the
+  action's goal handle) shows as the robot reporting no mission after having reported it; after
+  `result_grace_s` without a result the coordinator decides from the orders' states.
 """
 
 from __future__ import annotations
@@ -42,7 +53,8 @@ from delivery_robot.dispatch import (
     TimeToFinishDispatcher,
 )
 from delivery_robot.handoff_credentials import HandoffCredentials, IssuedCredentials
-from delivery_robot.mission_legs import ORDER_STATE_DURING_LEG, Leg, MissionKind
+from delivery_robot.handoff_record import record_to_json
+from delivery_robot.mission_legs import ORDER_STATE_DURING_LEG, Leg, MissionKind, RobotMode
 from delivery_robot.order_intake import (
     AcceptedOrder,
     OrderIntake,
@@ -79,21 +91,6 @@ _FORWARD = (
 )
 _UNLOADED = frozenset({_S.ASSIGNED, _S.TO_PICKUP, _S.AWAITING_LOAD})
 _RETURN_SUFFIX = "-return"
-
-
-class RobotMode(IntEnum):
-    """`RobotState.MODE_*` wire values (kept equal by the node tests)."""
-
-    IDLE = 0
-    TO_PICKUP = 1
-    AWAITING_LOAD = 2
-    TO_DROPOFF = 3
-    AWAITING_RECIPIENT = 4
-    RETURNING = 5
-    CHARGING = 6
-    DOCKING = 7
-    ESTOP = 8
-    FAULT = 9
 
 
 # Which delivery leg a robot's mode reveals: how progress is recovered without action feedback.
@@ -162,12 +159,23 @@ class SendMission:
     return_waypoint: str
     load_timeout_s: float
     handoff_timeout_s: float
+    handoff_records: tuple[str, ...] = ()  # per order: credential record JSON ("" = none)
 
 
 @dataclass(frozen=True)
 class CancelMission:
     robot_id: str
     mission_id: str
+
+
+@dataclass(frozen=True)
+class OpenCompartment:
+    """Ask the robot's handoff node to unlock for the shop (`handoff/open_for_loading`): to
+    load an order waiting at the shop, or to take back goods returned to it."""
+
+    robot_id: str
+    order_id: str
+    purpose: str  # "loading" or "unloading"
 
 
 @dataclass(frozen=True)
@@ -180,7 +188,7 @@ class Alert:
     robot_id: str = ""
 
 
-Effect = Announce | SendMission | CancelMission | Alert
+Effect = Announce | SendMission | CancelMission | OpenCompartment | Alert
 EffectSink = Callable[[Sequence[Effect]], None]
 
 
@@ -211,10 +219,15 @@ class CoordinatorPolicy:
     load_timeout_s: float = 600.0  # sent to the robot: how long to wait at the shop
     handoff_timeout_s: float = 600.0  # sent to the robot: how long to wait for the recipient
     recipient_reminder_after_s: float = 300.0  # re-notify the recipient after this wait
+    # A robot reporting no mission after it reported ours: wait this long for the action's
+    # result before deciding from the orders' states (the executor restarted and resumed).
+    result_grace_s: float = 3.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= 0 or self.navigation_retries < 0:
             raise ValueError("heartbeat_timeout_s must be > 0 and navigation_retries >= 0")
+        if not self.result_grace_s >= 0:
+            raise ValueError("result_grace_s must be >= 0")
         if min(self.load_timeout_s, self.handoff_timeout_s, self.recipient_reminder_after_s) <= 0:
             raise ValueError("load, handoff and reminder times must be > 0")
 
@@ -299,6 +312,16 @@ class RobotEntry:
     mission_id: str | None = None
     # Set after a goal rejection: not free again until the robot's next state sample.
     hold_until_next_sample: bool = False
+    # The robot has reported `mission_id` (so its later absence means the mission ended).
+    confirmed: bool = False
+    # When the robot first reported no mission after confirming one (result still awaited).
+    ended_at: float | None = None
+
+    def run(self, mission_id: str | None, *, confirmed: bool = False) -> None:
+        """Believe the robot runs `mission_id` from now on (None: free)."""
+        self.mission_id = mission_id
+        self.confirmed = confirmed
+        self.ended_at = None
 
     @property
     def free(self) -> bool:
@@ -387,6 +410,7 @@ class FleetCoordinator:
         self._robots: dict[str, RobotEntry] = {}
         self._missions: dict[str, _MissionInfo] = {}
         self._orphans_cancelled: set[str] = set()
+        self._ended_without_result: set[tuple[str, str]] = set()
         self._memo: dict[str, _OrderMemo] = {}
         self._started = now
         for robot_id in robot_ids:
@@ -581,7 +605,7 @@ class FleetCoordinator:
             info = self._missions.pop(mission_id, None)
             entry = self._robots.get(robot_id)
             if entry is not None and entry.mission_id == mission_id:
-                entry.mission_id = None
+                entry.run(None)
                 entry.hold_until_next_sample = True
             if info is not None:
                 for order in self._orders_of(info):
@@ -608,7 +632,11 @@ class FleetCoordinator:
             effects: list[Effect] = []
             entry = self._robots.get(robot_id)
             if entry is not None and entry.mission_id == mission_id:
-                entry.mission_id = None
+                entry.run(None)
+            if (robot_id, mission_id) in self._ended_without_result:
+                # Already decided from the orders' states: a late result changes nothing.
+                self._ended_without_result.discard((robot_id, mission_id))
+                return self._emit(effects)
             info = self._missions.pop(mission_id, None)
             if info is None:
                 info = self._recover_mission_info(robot_id, mission_id)
@@ -632,6 +660,9 @@ class FleetCoordinator:
                     self._unreconciled.discard(entry.robot_id)
                     self._robot_offline(entry, "not heard from since the coordinator restarted",
                                         effects)
+                elif (entry.online and entry.ended_at is not None
+                      and now - entry.ended_at >= self._policy.result_grace_s):
+                    self._ended_without_result_decide(entry, effects, now)
             self._remind_recipients(effects, now)
             self._dispatch_queue(effects, now)
             return self._emit(effects)
@@ -660,7 +691,10 @@ class FleetCoordinator:
         if is_terminal(state):
             self._memo.pop(order.order_id, None)
         effects.append(Announce(outcome.event, self._queue_position(order.order_id)))
-        return outcome.order
+        stored = outcome.order
+        if state is _S.AWAITING_LOAD and stored.robot_id:
+            effects.append(OpenCompartment(stored.robot_id, stored.order_id, "loading"))
+        return stored
 
     def _advance(self, order: StoredOrder, target: OrderState, effects: list[Effect]) -> None:
         """Walk forward along the delivery path to `target`; never backwards."""
@@ -737,19 +771,29 @@ class FleetCoordinator:
             f"done in {decision.finish_s:.0f} s",
             effects, robot_id=decision.robot_id, mission_id=mission_id,
         )
-        self._robots[decision.robot_id].mission_id = mission_id
+        self._robots[decision.robot_id].run(mission_id)
         self._missions[mission_id] = _MissionInfo(decision.robot_id, (order.order_id,),
                                                   MissionKind.DELIVERY)
-        effects.append(self._delivery_goal(decision.robot_id, mission_id, order))
+        effects.append(self._delivery_goal(decision.robot_id, mission_id, (order,)))
 
-    def _delivery_goal(self, robot_id: str, mission_id: str, order: StoredOrder) -> SendMission:
+    def _delivery_goal(self, robot_id: str, mission_id: str,
+                       orders: tuple[StoredOrder, ...]) -> SendMission:
+        first = orders[0]
         return SendMission(
             robot_id=robot_id, mission_id=mission_id, kind=MissionKind.DELIVERY,
-            orders=(order,), pickup_waypoint=order.pickup_waypoint,
-            dropoff_waypoint=order.dropoff_waypoint, return_waypoint=self._world.home,
+            orders=orders, pickup_waypoint=first.pickup_waypoint,
+            dropoff_waypoint=first.dropoff_waypoint, return_waypoint=self._world.home,
             load_timeout_s=self._policy.load_timeout_s,
             handoff_timeout_s=self._policy.handoff_timeout_s,
+            handoff_records=tuple(self._handoff_record(o.order_id) for o in orders),
         )
+
+    def _handoff_record(self, order_id: str) -> str:
+        """The order's stored credential record for the robot ("" if it has none)."""
+        try:
+            return record_to_json(self._store.credentials(order_id))
+        except OrderStoreError:
+            return ""
 
     # -- internals: progress and results ----------------------------------------------------
 
@@ -811,7 +855,7 @@ class FleetCoordinator:
             self._missions[mission_id] = info
             entry = self._robots.get(robot_id)
             if entry is not None:
-                entry.mission_id = mission_id
+                entry.run(mission_id)
             if orders:
                 first = orders[0]
                 effects.append(Alert(AlertKind.NAVIGATION_RETRY,
@@ -820,8 +864,7 @@ class FleetCoordinator:
                                      f"{self._policy.navigation_retries}",
                                      order_id=first.order_id, shop_id=first.shop_id,
                                      robot_id=robot_id))
-                effects.append(replace(self._delivery_goal(robot_id, mission_id, first),
-                                       orders=tuple(orders)))
+                effects.append(self._delivery_goal(robot_id, mission_id, tuple(orders)))
             return
         for order in orders:
             if order.state is _S.RETURNING:
@@ -890,7 +933,7 @@ class FleetCoordinator:
                                                          MissionKind.RETURN)
         entry = self._robots.get(order.robot_id)
         if entry is not None:
-            entry.mission_id = return_id
+            entry.run(return_id)
         effects.append(SendMission(
             robot_id=order.robot_id, mission_id=return_id, kind=MissionKind.RETURN,
             orders=(order,), pickup_waypoint="", dropoff_waypoint="",
@@ -923,6 +966,8 @@ class FleetCoordinator:
         effects.append(Alert(AlertKind.GOODS_BACK_AT_SHOP, f"order {order.order_id}: the goods "
                              "are back at the shop, locked in the robot", Audience.SHOP,
                              order.order_id, order.shop_id, order.robot_id or ""))
+        if order.robot_id:
+            effects.append(OpenCompartment(order.robot_id, order.order_id, "unloading"))
 
     def _flag(self, order: StoredOrder, why: str, effects: list[Effect]) -> None:
         memo = self._memo.setdefault(order.order_id, _OrderMemo())
@@ -968,11 +1013,12 @@ class FleetCoordinator:
                         self._orphans_cancelled.add(reported)
                         effects.append(CancelMission(entry.robot_id, reported))
                     return
-                entry.mission_id = reported
+                entry.run(reported, confirmed=True)
                 if reported not in self._missions:
                     info = self._recover_mission_info(entry.robot_id, reported)
                     if info is not None:
                         self._missions[reported] = info
+            entry.confirmed, entry.ended_at = True, None
             leg = _LEG_OF_MODE.get(sample.mode)
             if leg is not None:
                 self._progress(reported, leg, effects, now)
@@ -982,11 +1028,25 @@ class FleetCoordinator:
         if mission_id is not None and info is not None and info.adopted:
             # A mission adopted after a restart ended; no result will come, so decide from
             # the orders' states (delivered ones were already advanced by the mode).
-            del self._missions[mission_id]
-            entry.mission_id = None
-            for order in self._orders_of(info):
-                self._robot_lost_order(entry, order, f"finished mission {mission_id}", effects,
-                                       now)
+            self._ended_without_result_decide(entry, effects, now)
+        elif mission_id is not None and entry.confirmed and entry.ended_at is None:
+            entry.ended_at = now  # the result should follow; `tick` decides if it does not
+
+    def _ended_without_result_decide(self, entry: RobotEntry, effects: list[Effect],
+                                     now: float) -> None:
+        """The robot ran our mission and now runs none, and no result came: decide from the
+        orders' states (delivered ones were already advanced from the robot's mode)."""
+        mission_id = entry.mission_id
+        assert mission_id is not None
+        info = self._missions.pop(mission_id, None) or self._recover_mission_info(
+            entry.robot_id, mission_id)
+        entry.run(None)
+        self._ended_without_result.add((entry.robot_id, mission_id))
+        if info is None:
+            return
+        for order in self._orders_of(info):
+            self._robot_lost_order(entry, order, f"finished mission {mission_id} without "
+                                   "delivering it", effects, now)
 
     def _reconcile(self, entry: RobotEntry, effects: list[Effect], now: float) -> None:
         """First sample after a restart or an outage: trust what the robot runs."""
@@ -994,7 +1054,7 @@ class FleetCoordinator:
         assert sample is not None
         reported = sample.mission_id
         if reported and self._owns(entry.robot_id, reported):
-            entry.mission_id = reported
+            entry.run(reported, confirmed=True)
             if reported not in self._missions:
                 info = self._recover_mission_info(entry.robot_id, reported)
                 if info is not None:
@@ -1005,11 +1065,11 @@ class FleetCoordinator:
         elif reported:
             # A mission we no longer hold (reassigned while the robot was away): stop it, so
             # nothing is delivered twice.
-            entry.mission_id = None
+            entry.run(None)
             self._orphans_cancelled.add(reported)
             effects.append(CancelMission(entry.robot_id, reported))
         else:
-            entry.mission_id = None
+            entry.run(None)
         carried = reported.removesuffix(_RETURN_SUFFIX)
         for order in self._store.orders_by_robot(entry.robot_id):
             if order.mission_id is None or carried == order.mission_id:
@@ -1031,6 +1091,11 @@ class FleetCoordinator:
                 self._back_at_shop(order, effects)
             else:
                 self._send_return(order, effects)
+        elif (order.state in GOODS_ON_BOARD_STATES and entry.online and entry.sample is not None
+              and entry.sample.mode in _FREE_MODES and not entry.sample.mission_id):
+            # The robot is here and idle with the goods (e.g. a no-show ended while nobody
+            # held the goal): the goods go back to the shop, as after any failed delivery.
+            self._return_to_shop(order, f"returned: {entry.robot_id} {why}", effects, now)
         else:
             self._flag(order, f"{entry.robot_id} {why} with the goods on board "
                        f"({order.state.label}); not reassigned, operator action needed", effects)
@@ -1044,7 +1109,7 @@ class FleetCoordinator:
                 # Stop it if it comes back; the order goes to another robot now.
                 self._cancel_mission(entry.robot_id, order.mission_id, effects)
             self._robot_lost_order(entry, order, f"went offline ({why})", effects, 0.0)
-        entry.mission_id = None
+        entry.run(None)
 
     def _remind_recipients(self, effects: list[Effect], now: float) -> None:
         """No-show policy, first step: re-notify once the robot has waited a while."""
@@ -1085,6 +1150,7 @@ __all__ = [
     "FleetCoordinator",
     "IllegalTransition",
     "MissionOutcome",
+    "OpenCompartment",
     "OrderStoreError",
     "Reply",
     "RobotMode",

@@ -27,6 +27,34 @@ class MissionKind(IntEnum):
     CHARGE = 2
 
 
+class RobotMode(IntEnum):
+    """`RobotState.MODE_*` wire values (kept equal by the node tests): what a robot reports it
+    is doing. The coordinator reads a delivery's progress from it when no action feedback
+    reaches it (after a restart of either side)."""
+
+    IDLE = 0
+    TO_PICKUP = 1
+    AWAITING_LOAD = 2
+    TO_DROPOFF = 3
+    AWAITING_RECIPIENT = 4
+    RETURNING = 5
+    CHARGING = 6
+    DOCKING = 7
+    ESTOP = 8
+    FAULT = 9
+
+
+# The mode a robot reports while it runs a leg (and the leg a mode reveals, inverted).
+MODE_DURING_LEG: dict[Leg, RobotMode] = {
+    Leg.TO_PICKUP: RobotMode.TO_PICKUP,
+    Leg.AWAITING_LOAD: RobotMode.AWAITING_LOAD,
+    Leg.TO_DROPOFF: RobotMode.TO_DROPOFF,
+    Leg.HANDOFF: RobotMode.AWAITING_RECIPIENT,
+    Leg.RETURNING: RobotMode.RETURNING,
+    Leg.CHARGING: RobotMode.CHARGING,
+}
+
+
 @dataclass(frozen=True)
 class LegStep:
     leg: Leg

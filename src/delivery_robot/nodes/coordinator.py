@@ -14,6 +14,13 @@ After a restart the goal handles of running missions are gone: progress then com
 robots' `robot_state` (mode + mission id), and a mission we must stop is cancelled through the
 action's cancel service (cancel-all: a robot runs one mission at a time).
 
+Each delivery goal carries the orders' credential records (`handoff_records`). When the core
+asks for a robot's compartment to be opened (`OpenCompartment`: the order reached
+awaiting_load, or returned goods are back at the shop), the node calls that robot's
+`handoff/open_for_loading` (std_srvs/Trigger, asynchronously); a refusal (e.g. `not_at_shop`:
+the handoff node has not yet seen the robot's arrival) is asked again every
+`open_compartment_retry_s`, up to `open_compartment_tries` times, while the order still needs it.
+
 The shop HTTP API (`delivery_robot.web`) runs in this process on a uvicorn thread when
 `http_port` > 0: its handlers call the same thread-safe core, and the effect sink also feeds
 the API's websocket fan-out; announcements on ROS still go out from the executor thread here.
@@ -41,6 +48,7 @@ from rclpy.action.client import ClientGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
+from std_srvs.srv import Trigger
 
 from delivery_robot.credentials import PIN_PARAMS, ScryptParams
 from delivery_robot.demo_map import DemoMap
@@ -53,6 +61,7 @@ from delivery_robot.fleet_coordinator import (
     Effect,
     FleetCoordinator,
     MissionOutcome,
+    OpenCompartment,
     Reply,
     RobotMode,
     RobotSample,
@@ -61,6 +70,7 @@ from delivery_robot.fleet_coordinator import (
 from delivery_robot.handoff_credentials import CredentialPolicy, HandoffCredentials
 from delivery_robot.mission_legs import Leg
 from delivery_robot.order_intake import OrderRequest, RobotCapacity, SizeClass
+from delivery_robot.order_lifecycle import OrderState, is_terminal
 from delivery_robot.order_store import OrderStore, StoredOrder
 from delivery_robot.ros.node_main import run_node
 from delivery_robot.ros.parameters import declare
@@ -78,6 +88,14 @@ SEND_RETRY_S = 5.0  # how long a goal waits for the robot's action server to app
 class _PendingSend:
     effect: SendMission
     deadline: float
+
+
+@dataclass
+class _PendingOpen:
+    effect: OpenCompartment
+    tries: int = 0
+    next_at: float = 0.0  # monotonic s
+    in_flight: bool = False
 
 
 def _stamp(seconds: float) -> Time:
@@ -132,6 +150,9 @@ class CoordinatorNode(Node):
                                       "Wait for the recipient before a no-show (s)"),
             recipient_reminder_after_s=declare(self, "recipient_reminder_after_s", 300.0,
                                                "Re-notify the recipient after this wait (s)"),
+            result_grace_s=declare(self, "result_grace_s", 3.0,
+                                   "A robot reports no mission after running ours: wait this "
+                                   "long (s) for the result, then decide from the orders"),
         )
         fleet = [RobotCapacity(SizeClass(declare(self, "fleet_max_size_class", 2,
                                                  "Largest compartment (Order.SIZE_*)")),
@@ -143,6 +164,12 @@ class CoordinatorNode(Node):
                            "scrypt cost of PIN hashes (2**n); lower only in tests")
         tick_s = declare(self, "tick_period_s", 1.0, "Heartbeat check period (s)")
         state_s = declare(self, "fleet_state_period_s", 1.0, "Period of /fleet/state (s)")
+        self._open_retry_s = float(declare(
+            self, "open_compartment_retry_s", 1.0,
+            "Ask a robot's handoff/open_for_loading again after a refusal this much later (s)"))
+        self._open_tries = int(declare(
+            self, "open_compartment_tries", 30,
+            "Give up asking a robot's handoff/open_for_loading after this many tries"))
         if tick_s <= 0 or state_s <= 0:
             raise ValueError("tick_period_s and fleet_state_period_s must be > 0")
         if not secret:
@@ -177,6 +204,8 @@ class CoordinatorNode(Node):
         self._cancel_services: dict[str, Any] = {}
         self._goals: dict[tuple[str, str], ClientGoalHandle] = {}
         self._pending: list[_PendingSend] = []
+        self._opening: list[_PendingOpen] = []
+        self._open_clients: dict[str, Any] = {}
         self._last_states: dict[str, RobotState] = {}
         self.api_events = EventHub()  # websocket fan-out, fed by _sink
         self.store = OrderStore(database)
@@ -204,6 +233,7 @@ class CoordinatorNode(Node):
         self.create_timer(tick_s, self._tick)
         self.create_timer(state_s, self._publish_fleet_state)
         self.create_timer(0.2, self._retry_pending)
+        self.create_timer(0.2, self._retry_opening)
         if self.discover:
             self.create_timer(2.0, self._discover)
         self._api_server = self._start_api(http_port, api_config, world_map)
@@ -261,6 +291,9 @@ class CoordinatorNode(Node):
             self._retry_pending()
         elif isinstance(effect, CancelMission):
             self._cancel_goal(effect)
+        elif isinstance(effect, OpenCompartment):
+            self._opening.append(_PendingOpen(effect))
+            self._retry_opening()
         elif isinstance(effect, Alert):
             where = f" [{effect.audience.value}]"
             self.get_logger().warning(f"ALERT {effect.kind.value}{where}: {effect.message}")
@@ -312,7 +345,8 @@ class CoordinatorNode(Node):
             orders=[order_message(o) for o in effect.orders],
             pickup_waypoint=effect.pickup_waypoint, dropoff_waypoint=effect.dropoff_waypoint,
             return_waypoint=effect.return_waypoint, load_timeout_s=effect.load_timeout_s,
-            handoff_timeout_s=effect.handoff_timeout_s)
+            handoff_timeout_s=effect.handoff_timeout_s,
+            handoff_records=list(effect.handoff_records))
         robot, mission = effect.robot_id, effect.mission_id
         sent = client.send_goal_async(
             goal, feedback_callback=lambda fb: self.core.on_mission_feedback(
@@ -338,6 +372,60 @@ class CoordinatorNode(Node):
             outcome = MissionOutcome.FAILED
         self.core.on_mission_result(robot, mission, outcome, self._now(), message=result.message,
                                     delivered_order_ids=list(result.delivered_order_ids))
+
+    def _retry_opening(self) -> None:
+        """Call handoff/open_for_loading for each pending request that is due."""
+        now = time.monotonic()
+        for pending in list(self._opening):
+            effect = pending.effect
+            if pending.in_flight or now < pending.next_at:
+                continue
+            if not self._still_wanted(effect) or pending.tries >= self._open_tries:
+                if pending.tries >= self._open_tries:
+                    self.get_logger().warning(
+                        f"{effect.robot_id}: compartment not opened for {effect.purpose} of "
+                        f"order {effect.order_id} after {pending.tries} tries")
+                self._opening.remove(pending)
+                continue
+            client = self._open_clients.get(effect.robot_id)
+            if client is None:
+                client = self.create_client(Trigger,
+                                            f"/{effect.robot_id}/handoff/open_for_loading")
+                self._open_clients[effect.robot_id] = client
+            pending.tries += 1
+            pending.next_at = now + self._open_retry_s
+            if not client.service_is_ready():
+                continue
+            pending.in_flight = True
+            future = client.call_async(Trigger.Request())
+            future.add_done_callback(lambda f, p=pending: self._on_opened(p, f))
+
+    def _still_wanted(self, effect: OpenCompartment) -> bool:
+        order = self.core.get_order(effect.order_id)
+        if order is None or order.robot_id != effect.robot_id:
+            return False
+        if effect.purpose == "loading":
+            return order.state is OrderState.AWAITING_LOAD
+        return is_terminal(order.state)  # unloading: the order ended with the goods back
+
+    def _on_opened(self, pending: _PendingOpen, future: Future) -> None:
+        pending.in_flight = False
+        effect = pending.effect
+        try:
+            reply = future.result()
+        except Exception as error:  # noqa: BLE001 - retried like a refusal
+            reply, why = None, repr(error)
+        else:
+            why = reply.message if reply is not None else "no reply"
+        done = reply is not None and (reply.success or why.startswith("already_open"))
+        if done:
+            self.get_logger().info(f"{effect.robot_id}: compartment open for {effect.purpose} "
+                                   f"of order {effect.order_id} ({why})")
+            if pending in self._opening:
+                self._opening.remove(pending)
+        else:
+            self.get_logger().info(f"{effect.robot_id}: open for {effect.purpose} of order "
+                                   f"{effect.order_id} refused ({why}); asking again")
 
     def _cancel_goal(self, effect: CancelMission) -> None:
         handle = self._goals.get((effect.robot_id, effect.mission_id))

@@ -12,13 +12,20 @@ Inputs
   count as "goods not taken"). The base driver reports occupancy UNKNOWN: on hardware,
   perception has to fill it in, or every handoff ends at the core's verdict timeout with the
   goods kept locked.
+- service `handoff/assign` (AssignHandoff): the mission executor names the order the
+  compartment serves, its shop waypoint (where loading may open) and dropoff waypoint (where a
+  credential may open it), and hands over the coordinator's credential record (JSON, hashes
+  only: `handoff_record`), so the recipient's PIN verifies on the robot. Called at the start of
+  a mission, for the next order of a trip and again after an executor restart; asking again
+  for the order already served is accepted. Refused with the core's code (e.g.
+  `goods_on_board`: another order's goods are inside; `already_open`; `fault`) or `bad_record`.
 - `robot_state` (RobotState): `current_waypoint` is the robot's position; `order_ids[0]` is
-  the order the compartment serves. RobotState carries no shop or dropoff waypoint, so unless
-  `assign_order()` gave them, the node takes the shop to be the waypoint where the robot
-  reported MODE_AWAITING_LOAD for the order, and the dropoff the one where it reported
-  MODE_AWAITING_RECIPIENT (the mission executor, which holds the mission's waypoints, vouches
-  for the place). An unknown dropoff is `UNKNOWN_WAYPOINT`, which no route graph has, so no
-  credential can open the compartment before the robot reports it is at the dropoff.
+  the order the compartment serves. For an order never assigned through `handoff/assign` (an
+  executor that does not call it), the node falls back to taking the shop to be the waypoint
+  where the robot reported MODE_AWAITING_LOAD for the order, and the dropoff the one where it
+  reported MODE_AWAITING_RECIPIENT. An unknown dropoff is `UNKNOWN_WAYPOINT`, which no route
+  graph has, so no credential can open the compartment before the robot reports it is at the
+  dropoff.
 - service `handoff/open_for_loading` (std_srvs/Trigger): the coordinator's loading request for
   the order of `robot_state`; refused unless the core allows it (at the shop, door closed).
 - service `handoff/verify` (VerifyHandoff): a recipient's PIN or QR token.
@@ -29,8 +36,8 @@ Inputs
 
 Credentials: the node keeps a `HandoffCredentials` book keyed with `handoff_secret`, the key the
 coordinator issues with. The coordinator's stored records (hashes and counters, never plain
-codes) are taken with `load_credentials()`; no ROS interface carries them yet, so until one
-does PINs only verify for records loaded that way. A signed QR token needs no record: a genuine,
+codes) arrive with `handoff/assign` (or `load_credentials()` in tests); without one a PIN does
+not verify. A signed QR token needs no record: a genuine,
 unexpired token for the presented order enrols the order on first sight (a record holding that
 token's hash and an unusable PIN hash), and from then on the book's rules apply to it: one use,
 attempt counting, lockout, re-arming after a no-show. A token re-issued by the coordinator is
@@ -65,7 +72,7 @@ from functools import partial
 from typing import Any
 
 from delivery_interfaces.msg import CompartmentState, RobotState
-from delivery_interfaces.srv import SetLock, VerifyHandoff
+from delivery_interfaces.srv import AssignHandoff, SetLock, VerifyHandoff
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.task import Future
@@ -105,6 +112,7 @@ from delivery_robot.handoff_credentials import (
     VerifyResult,
     make_qr_token,
 )
+from delivery_robot.handoff_record import BadRecord, record_from_json
 from delivery_robot.ros.node_main import run_node
 from delivery_robot.ros.parameters import declare
 from delivery_robot.ros.qos import EVENT_QOS, STATE_QOS
@@ -283,6 +291,7 @@ class HandoffNode(Node):
         self.create_subscription(CompartmentState, "compartment/state", self._on_compartment,
                                  COMPARTMENT_QOS)
         self.create_subscription(RobotState, "robot_state", self._on_robot_state, STATE_QOS)
+        self.create_service(AssignHandoff, "handoff/assign", self._on_assign)
         self.create_service(Trigger, "handoff/open_for_loading", self._on_open_for_loading)
         self.create_service(VerifyHandoff, "handoff/verify", self._on_verify)
         self.create_service(Trigger, "handoff/reset", self._on_reset)
@@ -391,6 +400,43 @@ class HandoffNode(Node):
             return order.order_id
         state = self._robot_state
         return str(state.order_ids[0]) if state is not None and state.order_ids else ""
+
+    def _on_assign(self, request: AssignHandoff.Request,
+                   response: AssignHandoff.Response) -> AssignHandoff.Response:
+        order_id = str(request.order_id)
+        shop, dropoff = str(request.shop_waypoint), str(request.dropoff_waypoint)
+        record = None
+        if request.credential_record:
+            try:
+                record = record_from_json(str(request.credential_record))
+            except BadRecord as error:
+                response.accepted, response.error_code = False, "bad_record"
+                response.message = f"credential record of order {order_id}: {error}"
+                return response
+            if record.order_id != order_id:
+                response.accepted, response.error_code = False, "bad_record"
+                response.message = (f"the credential record is for order {record.order_id}, "
+                                    f"not {order_id}")
+                return response
+        with self._lock:
+            order = self.core.order
+            if order is None or (order.order_id, order.shop_waypoint,
+                                 order.dropoff_waypoint) != (order_id, shop, dropoff):
+                step = self._feed(AssignOrder(order_id, shop, dropoff), self._now())
+                if step.refusal is not None:
+                    response.accepted = False
+                    response.error_code = step.refusal.code
+                    response.message = step.refusal.message
+                    return response
+            self._routes[order_id] = (shop, dropoff)
+            if record is not None:
+                self.credentials.load(record)
+        response.accepted, response.error_code = True, ""
+        response.message = (f"compartment serves order {order_id} (shop {shop}, dropoff "
+                            f"{dropoff}); " + ("credential record loaded" if record is not None
+                                               else "no record: only a signed QR token opens"))
+        self.get_logger().info(f"handoff/assign: {response.message}")
+        return response
 
     def _on_open_for_loading(self, request: Trigger.Request,
                              response: Trigger.Response) -> Trigger.Response:

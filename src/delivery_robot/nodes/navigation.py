@@ -301,8 +301,11 @@ class NavigationNode(Node):
             self._job = None
         if not job.future.done():
             job.future.set_result((code, message, travelled))
-        log = self.get_logger().info if code is NavCode.SUCCEEDED else self.get_logger().warning
-        log(f"navigate {job.goal!r}: {code.name} ({message})")
+        text = f"navigate {job.goal!r}: {code.name} ({message})"
+        if code is NavCode.SUCCEEDED:  # one call site per severity (rclpy's logger insists)
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
 
     # ---- the control step --------------------------------------------------------------------
 
