@@ -236,6 +236,7 @@ class CoordinatorNode(Node):
         self.create_timer(0.2, self._retry_opening)
         if self.discover:
             self.create_timer(2.0, self._discover)
+        self.robot_link: Any = None
         self._api_server = self._start_api(http_port, api_config, world_map)
         open_orders = len(self.core.list_orders())
         self.get_logger().info(f"coordinator ready: {database}, {open_orders} open orders")
@@ -513,8 +514,13 @@ class CoordinatorNode(Node):
                     f"{path} holds the public demo tokens; give it your own token hashes "
                     "(python -m delivery_robot.web.tokens new) or, for a local trial only, "
                     "set allow_demo_tokens:=true")
+            from delivery_robot.ros.robot_link import RosRobotLink
+
+            # The recipient's verify and the operator's e-stop reach the robots' services.
+            self.robot_link = RosRobotLink(self, robot_ids=list(self._mission_clients))
             app = create_app(self.core, config.token_registry(), config.rate_limiter(),
-                             self._now, world_map, events=self.api_events)
+                             self._now, world_map, events=self.api_events,
+                             robot_link=self.robot_link, tablet=config.tablet)
             server = ApiServer(app, config.host, port)
             server.start()
         except Exception as error:  # noqa: BLE001 - orders still come in over ROS services
@@ -527,6 +533,8 @@ class CoordinatorNode(Node):
     def destroy_node(self) -> None:
         if self._api_server is not None:
             self._api_server.stop()
+        if self.robot_link is not None:
+            self.robot_link.close()
         self._workers.shutdown(wait=True)
         super().destroy_node()
         self.store.close()
