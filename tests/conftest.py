@@ -6,7 +6,10 @@ create, in this process and in the peer processes they start (which inherit the 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -18,5 +21,10 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; the range above replaces it
 os.environ.pop("ROS_STATIC_PEERS", None)
 os.environ["ROS_DOMAIN_ID"] = str(claim_domain_id())
+# Nodes keep durable state under $ROS_HOME (mission journal, handoff state): a home of this
+# session's own, so no test run resumes a mission or a locked compartment of an earlier one.
+_ros_home = tempfile.mkdtemp(prefix="delivery_robot_ros_home_")
+os.environ["ROS_HOME"] = _ros_home
+atexit.register(shutil.rmtree, _ros_home, ignore_errors=True)
 
 pytest_plugins = ["ros_harness"]

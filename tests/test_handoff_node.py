@@ -9,8 +9,10 @@ same secret and a cheap PIN hash, so wrong-PIN series stay fast.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,14 +179,31 @@ class Rig:
 
         from delivery_robot.nodes.handoff import HandoffNode
 
+        self.executor = ros_executor
         self.base = FakeBase(ros_executor)
         self.robot = FakeRobot(ros_executor)
         self.watch = Watcher(ros_executor)
-        values = {"handoff_secret": SECRET, "tick_period_s": 0.05,
-                  "occupancy_settle_s": 0.2, **overrides}
-        self.node = ros_executor.add(HandoffNode(
-            context=ros_executor.context,
-            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
+        state_dir = Path(tempfile.mkdtemp(prefix="handoff_node_test_"))
+        self.values = {"handoff_secret": SECRET, "tick_period_s": 0.05,
+                       "occupancy_settle_s": 0.2,
+                       "state_path": str(state_dir / "robot1_handoff.db"), **overrides}
+        self._parameters = [Parameter(k, value=v) for k, v in self.values.items()]
+        self._node_class = HandoffNode
+        self.node = ros_executor.add(HandoffNode(context=ros_executor.context,
+                                                 parameter_overrides=self._parameters))
+        self._wait_started()
+
+    def restart(self) -> None:
+        """Stop the node (as a crash would, nothing said) and start a new one on its file."""
+        self.executor.executor.remove_node(self.node)
+        self.executor._nodes.remove(self.node)
+        self.node.destroy_node()
+        self.watch.state = None
+        self.node = self.executor.add(self._node_class(context=self.executor.context,
+                                                       parameter_overrides=self._parameters))
+        self._wait_started()
+
+    def _wait_started(self) -> None:
         wait_for(lambda: self.node.lock_client.service_is_ready(), 10.0, "compartment/set_lock")
         # The start-up lock the core sends for a closed door, confirmed by the base.
         wait_for(lambda: self.watch.state is not None
@@ -422,8 +441,6 @@ def test_short_secret_refuses_to_start(ros_context: Any) -> None:
 
 
 def test_config_file_declares_only_known_parameters(ros_context: Any) -> None:
-    from pathlib import Path
-
     import yaml
     from rclpy.parameter import Parameter
 
@@ -432,6 +449,7 @@ def test_config_file_declares_only_known_parameters(ros_context: Any) -> None:
     path = Path(__file__).resolve().parents[1] / "config" / "handoff.yaml"
     values = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
     values["handoff_secret"] = SECRET
+    values["state_path"] = str(Path(tempfile.mkdtemp(prefix="handoff_cfg_test_")) / "h.db")
     node = HandoffNode(context=ros_context,
                        parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
     try:
@@ -454,3 +472,208 @@ def test_event_times_follow_sim_time(ros_executor: SpinningExecutor) -> None:
     rig.base.set(door_closed=False)
     tamper = rig.watch.wait_event("tamper")
     assert tamper["at"] == pytest.approx(5000.0)
+
+
+# ---- restart mid-handoff (issue 7) -----------------------------------------------------------
+
+
+def at_dropoff(rig: Rig) -> None:
+    rig.drive_to_dropoff()
+    wait_for(lambda: rig.node.core.order is not None
+             and rig.node.core.order.dropoff_waypoint == DROPOFF, 5.0, "dropoff from robot_state")
+
+
+def test_restart_with_goods_keeps_them_locked_for_the_order(
+        ros_executor: SpinningExecutor) -> None:
+    rig = Rig(ros_executor)
+    issued, records = issue_records(wall_now(rig))
+    rig.node.load_credentials(records)
+    rig.load()
+    at_dropoff(rig)
+    wrong = "123456" if issued.pin != "123456" else "654321"
+    assert [rig.watch.verify(wrong).attempts_left for _ in range(2)] == [4, 3]
+
+    rig.restart()
+    rig.watch.wait_state(LOCKED_LOADED, "locked_loaded after the restart")
+    assert rig.watch.state.order_id == ORDER
+    assert rig.base.lock_state == LOCK_LOCKED
+    # The brute-force counter survived: one more wrong try leaves two.
+    rig.robot.report(MODE_AWAITING_RECIPIENT, DROPOFF)
+    wait_for(lambda: rig.node.core._waypoint == DROPOFF, 5.0, "robot_state after the restart")
+    after = rig.watch.verify(wrong)
+    assert (after.granted, after.attempts_left) == (False, 2), after.error_code
+    # A valid credential still opens it.
+    granted = rig.watch.verify(issued.pin)
+    assert granted.granted, granted.error_code
+    rig.watch.wait_state(OPEN_FOR_RECIPIENT)
+    wait_for(lambda: rig.base.lock_state == LOCK_UNLOCKED, 5.0, "unlock for the recipient")
+
+
+def test_used_codes_stay_used_across_a_restart(ros_executor: SpinningExecutor) -> None:
+    rig = Rig(ros_executor, recipient_open_timeout_s=30.0)
+    issued, records = issue_records(wall_now(rig))
+    rig.node.load_credentials(records)
+    rig.load()
+    at_dropoff(rig)
+    assert rig.watch.verify(issued.qr_token, QR).granted
+    rig.watch.wait_state(OPEN_FOR_RECIPIENT)
+    wait_for(lambda: rig.base.lock_state == LOCK_UNLOCKED, 5.0, "unlock for the recipient")
+    rig.set_and_wait(door_closed=False)
+    rig.set_and_wait(occupancy=EMPTY)
+    rig.set_and_wait(door_closed=True)
+    rig.watch.wait_event("delivered")
+    rig.watch.wait_state(LOCKED_EMPTY)
+
+    rig.restart()
+    rig.watch.wait_state(LOCKED_EMPTY, "locked_empty after the restart")
+    record = rig.node.credentials.book.record(ORDER)
+    assert record is not None
+    assert record.used_at is not None
+    # The mission executor re-assigns the order after its own restart with the coordinator's
+    # record (used_at still empty there): the robot's flag must not be lifted.
+    from delivery_interfaces.srv import AssignHandoff
+
+    from delivery_robot.handoff_record import record_to_json
+
+    for _ in range(2):
+        reply = rig.watch.call(AssignHandoff, "handoff/assign", AssignHandoff.Request(
+            order_id=ORDER, shop_waypoint=SHOP, dropoff_waypoint=DROPOFF,
+            credential_record=record_to_json(records[0])))
+        assert reply.accepted, reply.message
+    assert rig.node.credentials.book.record(ORDER).used_at is not None
+    for credential, method in ((issued.qr_token, QR), (issued.pin, PIN)):
+        replay = rig.watch.verify(credential, method)
+        assert not replay.granted
+    assert rig.base.lock_state == LOCK_LOCKED
+
+
+def test_assign_is_idempotent_across_a_restart(ros_executor: SpinningExecutor) -> None:
+    from delivery_interfaces.srv import AssignHandoff
+
+    from delivery_robot.handoff_record import record_to_json
+
+    rig = Rig(ros_executor)
+    _, records = issue_records(wall_now(rig))
+    request = AssignHandoff.Request(order_id=ORDER, shop_waypoint=SHOP, dropoff_waypoint=DROPOFF,
+                                    credential_record=record_to_json(records[0]))
+    assert rig.watch.call(AssignHandoff, "handoff/assign", request).accepted
+    rig.load()
+    rig.restart()
+    rig.watch.wait_state(LOCKED_LOADED)
+    assert rig.node.core.order is not None
+    assert rig.node.core.order.shop_waypoint == SHOP
+    again = rig.watch.call(AssignHandoff, "handoff/assign", request)
+    assert again.accepted, again.message
+    other = rig.watch.call(AssignHandoff, "handoff/assign", AssignHandoff.Request(
+        order_id="order-99", shop_waypoint=SHOP, dropoff_waypoint=DROPOFF))
+    assert (other.accepted, other.error_code) == (False, "goods_on_board")
+
+
+def test_door_found_open_after_a_restart_is_tamper(ros_executor: SpinningExecutor) -> None:
+    rig = Rig(ros_executor)
+    rig.load()
+    rig.executor.executor.remove_node(rig.node)
+    rig.executor._nodes.remove(rig.node)
+    rig.node.destroy_node()
+    rig.base.set(door_closed=False)  # forced open while the node was down
+    rig.watch.state = None
+    from delivery_robot.nodes.handoff import HandoffNode
+
+    rig.node = rig.executor.add(HandoffNode(context=rig.executor.context,
+                                            parameter_overrides=rig._parameters))
+    rig.watch.wait_event("tamper")
+    rig.watch.wait_state(FAULT)
+    assert rig.watch.state.order_id == ORDER
+    assert rig.watch.state.tamper
+
+
+def test_unreadable_state_file_starts_in_fault(ros_executor: SpinningExecutor) -> None:
+    import sqlite3
+
+    path = Path(tempfile.mkdtemp(prefix="handoff_bad_state_")) / "h.db"
+    from delivery_robot.handoff_store import HandoffStore
+
+    HandoffStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO handoff (id, memory, saved_at) VALUES (1, 'garbage', 0)")
+    rig = Rig(ros_executor, state_path=str(path))
+    rig.watch.wait_state(FAULT)
+    assert "unreadable" in rig.node.core.snapshot().fault_reason
+
+
+# ---- occupancy from perception ---------------------------------------------------------------
+
+
+class FakePerception:
+    def __init__(self, ros_executor: SpinningExecutor) -> None:
+        from std_msgs.msg import UInt8
+
+        from delivery_robot.ros.qos import STATE_QOS
+
+        self.node = ros_executor.node("fake_perception")
+        self.publisher = self.node.create_publisher(UInt8, "compartment/occupancy", STATE_QOS)
+
+    def report(self, occupancy: int) -> None:
+        from std_msgs.msg import UInt8
+
+        self.publisher.publish(UInt8(data=occupancy))
+
+
+def test_perception_fills_in_an_unknown_occupancy(ros_executor: SpinningExecutor) -> None:
+    rig = Rig(ros_executor)
+    rig.set_and_wait(occupancy=0)  # the base driver on hardware: UNKNOWN
+    perception = FakePerception(ros_executor)
+    perception.report(OCCUPIED)
+    wait_for(lambda: rig.watch.state.occupancy == OCCUPIED, 5.0, "occupancy from perception")
+    perception.report(EMPTY)
+    wait_for(lambda: rig.watch.state.occupancy == EMPTY, 5.0, "empty from perception")
+
+
+def test_known_compartment_state_wins_by_default(ros_executor: SpinningExecutor) -> None:
+    rig = Rig(ros_executor)  # occupancy_source: compartment_state
+    perception = FakePerception(ros_executor)
+    perception.report(OCCUPIED)
+    rig.set_and_wait(occupancy=EMPTY)
+    rig.base.publish()
+    wait_for(lambda: rig.node._perception_occupancy is not None, 5.0, "perception sample")
+    rig.base.publish()
+    wait_for(lambda: rig.watch.state.occupancy == EMPTY, 5.0, "simulator's occupancy")
+    assert rig.node._occupancy_fed == EMPTY
+
+
+def test_perception_wins_when_configured_and_delivers(ros_executor: SpinningExecutor) -> None:
+    rig = Rig(ros_executor, occupancy_source="perception")
+    perception = FakePerception(ros_executor)
+    issued, records = issue_records(wall_now(rig))
+    rig.node.load_credentials(records)
+    # Loading: the base keeps saying EMPTY (a stale simulator value); perception sees goods.
+    rig.robot.report(MODE_AWAITING_LOAD, SHOP)
+    wait_for(lambda: rig.watch.state.order_id == ORDER, 5.0, "order from robot_state")
+    assert rig.watch.open_for_loading().success
+    wait_for(lambda: rig.base.lock_state == LOCK_UNLOCKED, 5.0, "unlock for loading")
+    rig.set_and_wait(door_closed=False)
+    perception.report(OCCUPIED)
+    wait_for(lambda: rig.watch.state.occupancy == OCCUPIED, 5.0, "perception's occupied")
+    rig.set_and_wait(door_closed=True)
+    rig.watch.wait_event("loaded")
+    rig.watch.wait_state(LOCKED_LOADED)
+    at_dropoff(rig)
+    assert rig.watch.verify(issued.pin).granted
+    wait_for(lambda: rig.base.lock_state == LOCK_UNLOCKED, 5.0, "unlock for the recipient")
+    rig.set_and_wait(door_closed=False)
+    perception.report(EMPTY)
+    wait_for(lambda: rig.watch.state.occupancy == EMPTY, 5.0, "perception's empty")
+    rig.set_and_wait(door_closed=True)
+    delivered = rig.watch.wait_event("delivered")
+    assert delivered["proof"]["photo_ref"].startswith("compartment_camera@")
+
+
+def test_bad_occupancy_source_refuses_to_start(ros_context: Any) -> None:
+    from rclpy.parameter import Parameter
+
+    from delivery_robot.nodes.handoff import HandoffNode
+
+    with pytest.raises(ValueError, match="occupancy_source"):
+        HandoffNode(context=ros_context, parameter_overrides=[
+            Parameter("handoff_secret", value=SECRET),
+            Parameter("occupancy_source", value="camera")])

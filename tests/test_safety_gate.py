@@ -214,11 +214,54 @@ def test_pedestrian_stepping_into_stop_zone_stops_robot_at_once() -> None:
     assert out.status.nearest_obstacle[:2] == pytest.approx((0.6, 0.0), abs=1e-6)
 
 
-def test_stop_zone_also_stops_rotation_in_place() -> None:
-    gate = SafetyGate(make_config())
-    out = drive(gate, 0.0, 0.5, circles=[(0.6, 0.0, 0.05)])
+def test_obstacle_in_the_swept_circle_stops_rotation_in_place() -> None:
+    gate = SafetyGate(make_config())  # circumradius 0.5 m + rotation_clearance 0.05 m
+    out = drive(gate, 0.0, 0.5, circles=[(0.5, 0.0, 0.03)])  # nearest point 0.47 m away
     assert out.angular == 0.0
     assert SafetyLimit.STOP_ZONE in out.status.active_limits
+    # Beside the robot, outside every zone polygon's reach forward, but inside the circle.
+    out = drive(gate, 0.0, -0.5, circles=[(-0.2, -0.45, 0.02)], start=1.0)
+    assert out.angular == 0.0
+    assert SafetyLimit.STOP_ZONE in out.status.active_limits
+
+
+def test_obstacle_ahead_in_the_stop_zone_stops_driving_but_not_turning_away() -> None:
+    post = [(0.68, 0.0, 0.03)]  # 0.65 m ahead: in the stop zone, outside the swept circle
+    gate = SafetyGate(make_config())
+    forward = drive(gate, 0.5, 0.0, circles=post)
+    assert (forward.linear, forward.angular) == (0.0, 0.0)
+    assert SafetyLimit.STOP_ZONE in forward.status.active_limits
+    arc = drive(gate, 0.2, 0.8, circles=post, start=1.0)  # any forward motion: zone rules
+    assert (arc.linear, arc.angular) == (0.0, 0.0)
+    turn = drive(gate, 0.0, 0.8, circles=post, start=2.0)
+    assert turn.linear == 0.0
+    assert turn.angular == pytest.approx(0.8)
+    assert turn.status.active_limits == SafetyLimit.NONE
+
+
+def test_turn_in_place_keeps_estop_timeouts_and_angular_acceleration() -> None:
+    post = [(0.68, 0.0, 0.03)]
+    gate = SafetyGate(make_config(max_angular_accel=1.0))
+    first = drive(gate, 0.0, 0.8, circles=post, steps=1)
+    assert first.angular == 0.0  # the first step has dt = 0: no speed-up yet
+    ramp = drive(gate, 0.0, 0.8, circles=post, steps=1, start=0.1)
+    assert ramp.angular == pytest.approx(0.1)
+    assert SafetyLimit.ACCELERATION in ramp.status.active_limits
+    gate.update_command(VelocityCommand(0.0, 0.8, 0.2))
+    gate.update_scan(make_scan(post, 0.2))
+    assert gate.step(1.0).angular == 0.0  # command and scan stale
+    gate.set_remote_estop(True)
+    out = drive(gate, 0.0, 0.8, circles=post, start=2.0)
+    assert out.angular == 0.0
+    assert SafetyLimit.ESTOP_REMOTE in out.status.active_limits
+
+
+def test_rotation_clearance_must_be_a_distance() -> None:
+    with pytest.raises(SafetyConfigError, match="rotation_clearance"):
+        make_config(rotation_clearance=-0.1)
+    wide = SafetyGate(make_config(rotation_clearance=0.3))  # 0.8 m circle holds the post
+    out = drive(wide, 0.0, 0.8, circles=[(0.68, 0.0, 0.03)])
+    assert out.angular == 0.0
 
 
 def test_slowdown_zone_scales_linear_and_angular_alike() -> None:

@@ -239,6 +239,20 @@ class CompartmentSnapshot:
 
 
 @dataclass(frozen=True)
+class CompartmentMemory:
+    """What must survive a restart of the node (persisted by `handoff_store`): the state, the
+    order with its waypoints, the no-show count and an unresolved fault. An open state is a
+    pending unlock: it restarts as locked_loaded (goods may be inside), and after a recipient
+    unlock the used credential is re-armed, since nobody saw the goods taken."""
+
+    state: HandoffState
+    order: OrderInfo | None = None
+    no_shows: int = 0
+    tamper: bool = False
+    fault_reason: str = ""
+
+
+@dataclass(frozen=True)
 class HandoffConfig:
     recipient_open_timeout_s: float = 60.0  # T: unlocked for the recipient, door not opened
     loading_open_timeout_s: float = 300.0  # unlocked for the shop, door not opened
@@ -286,9 +300,14 @@ class CompartmentHandoff:
 
     def __init__(self, verifier: CredentialVerifier, config: HandoffConfig | None = None, *,
                  now: float, state: HandoffState = HandoffState.LOCKED_EMPTY,
-                 order: OrderInfo | None = None) -> None:
-        """`state`/`order` restore a persisted compartment; an open state restarts as
-        locked_loaded, and nothing is unlocked until a new request or credential."""
+                 order: OrderInfo | None = None,
+                 memory: CompartmentMemory | None = None) -> None:
+        """`memory` (or `state`/`order`) restores a persisted compartment; an open state
+        restarts as locked_loaded, and nothing is unlocked until a new request or credential.
+        The first door and bolt reports then reconcile it with the hardware: a closed door is
+        locked, a door found open is tamper."""
+        if memory is not None:
+            state, order = memory.state, memory.order
         self._verifier = verifier
         self._config = config or HandoffConfig()
         self._now = now
@@ -312,8 +331,15 @@ class CompartmentHandoff:
         self._tamper = False
         self._fault_reason = "restored in fault" if self._state is HandoffState.FAULT else ""
         self._no_shows = 0
+        if memory is not None:
+            self._no_shows = max(0, memory.no_shows)
+            if self._state is HandoffState.FAULT:
+                self._tamper = memory.tamper
+                self._fault_reason = memory.fault_reason or self._fault_reason
         self._record(EventKind.STARTED, f"state {self._state.label}"
                      + (f" (was {state.label})" if state is not self._state else ""))
+        if state in (HandoffState.OPEN_FOR_RECIPIENT, HandoffState.DOOR_OPEN):
+            self._rearm_credential()  # the handover was never seen to finish
         self._step_events.clear()
 
     # --- read side ---
@@ -342,6 +368,13 @@ class CompartmentHandoff:
     @property
     def event_log(self) -> tuple[HandoffEvent, ...]:
         return tuple(self._log)
+
+    def memory(self) -> CompartmentMemory:
+        """What to persist after every step (equal values: nothing to write)."""
+        faulted = self._state is HandoffState.FAULT
+        return CompartmentMemory(self._state, self._order, self._no_shows,
+                                 self._tamper if faulted else False,
+                                 self._fault_reason if faulted else "")
 
     def snapshot(self) -> CompartmentSnapshot:
         return CompartmentSnapshot(

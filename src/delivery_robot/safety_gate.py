@@ -17,6 +17,13 @@ Rules, in the order they apply (all of them can only lower the speed):
 Every rule scales linear and angular velocity by the same factor, so the gate never bends the
 commanded arc: the path the approach check simulated is the path the robot drives.
 
+Turning on the spot (|v| ~ 0, w != 0) replaces the zone and approach rules with one check: the
+robot's swept circle (footprint circumradius about base_link's origin, the drive axle, plus
+`rotation_clearance`) must hold fewer than `min_points` scan points, else STOP_ZONE. A robot
+with an obstacle ahead in its stop zone can so turn around to escape; e-stops, watchdogs and
+the angular acceleration limit still apply, and any forward or backward motion keeps the
+zone rules.
+
 Zones follow the direction of travel: the configured polygons are for driving forwards;
 reversing uses `*_reverse` polygons (by default the forward ones mirrored about the
 footprint's mid-length), and turning on the spot or standing uses both.
@@ -378,6 +385,7 @@ class SafetyConfig:
     max_angular_accel: float = 2.0
     command_timeout: float = 0.5
     scan_timeout: float = 0.5
+    rotation_clearance: float = 0.05  # m beyond the footprint's circumradius, turns in place
 
     def __post_init__(self) -> None:
         try:
@@ -406,6 +414,10 @@ class SafetyConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 raise SafetyConfigError(f"{name}: must be a positive finite number, got {value}")
+        if not (math.isfinite(self.rotation_clearance) and self.rotation_clearance >= 0.0):
+            raise SafetyConfigError(
+                f"rotation_clearance: must be a finite number >= 0, got {self.rotation_clearance}"
+            )
         if self.min_points < 1:
             raise SafetyConfigError(f"min_points: must be >= 1, got {self.min_points}")
         if self.approach_max_samples < 1:
@@ -629,6 +641,7 @@ class SafetyGate:
         self.config = config
         self._footprint = PolygonTest(config.footprint)
         self._footprint_radius = float(np.max(np.hypot(*self._footprint.vertices.T)))
+        self._swept_radius = self._footprint_radius + config.rotation_clearance
         self._zones = {
             "stop": (PolygonTest(config.stop_zone), PolygonTest(config.stop_zone_behind)),
             "slowdown": (
@@ -763,6 +776,10 @@ class SafetyGate:
         if self._scan_stamp is None or not self._fresh(self._scan_stamp, now, cfg.scan_timeout):
             limits |= SafetyLimit.SCAN_TIMEOUT.value
             stop = True
+        elif abs(v) <= _EPS and abs(w) > _EPS:
+            if self._swept_count() >= cfg.min_points:  # a turn in place hits only these
+                limits |= SafetyLimit.STOP_ZONE.value
+                stop = True
         else:
             if self._zone_count("stop", v) >= cfg.min_points:
                 limits |= SafetyLimit.STOP_ZONE.value
@@ -840,6 +857,15 @@ class SafetyGate:
         """Fresh when at most `timeout` old; stamps that far in the future mean a clock fault."""
         age = now - stamp
         return -timeout <= age <= timeout
+
+    def _swept_count(self) -> int:
+        """Points within the circle the footprint sweeps turning about base_link's origin."""
+        key = ("swept", 0)
+        cached = self._zone_counts.get(key)
+        if cached is None:
+            cached = int(np.count_nonzero(np.abs(self._z) <= self._swept_radius))
+            self._zone_counts[key] = cached
+        return cached
 
     def _zone_count(self, zone: str, linear: float) -> int:
         """Points in the zone for the direction of travel (both zones when not translating)."""

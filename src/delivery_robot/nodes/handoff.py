@@ -64,6 +64,7 @@ import base64
 import binascii
 import hmac
 import json
+import os
 import secrets
 import threading
 from dataclasses import replace
@@ -76,13 +77,14 @@ from delivery_interfaces.srv import AssignHandoff, SetLock, VerifyHandoff
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.task import Future
-from std_msgs.msg import Header, String
+from std_msgs.msg import Header, String, UInt8
 from std_srvs.srv import Trigger
 
 from delivery_robot.compartment_handoff import (
     AssignOrder,
     ClearOrder,
     CompartmentHandoff,
+    CompartmentMemory,
     CompartmentSnapshot,
     CredentialPresented,
     DoorReported,
@@ -113,6 +115,12 @@ from delivery_robot.handoff_credentials import (
     make_qr_token,
 )
 from delivery_robot.handoff_record import BadRecord, record_from_json
+from delivery_robot.handoff_store import (
+    HandoffStore,
+    HandoffStoreError,
+    SavedHandoff,
+    saved_to_json,
+)
 from delivery_robot.ros.node_main import run_node
 from delivery_robot.ros.parameters import declare
 from delivery_robot.ros.qos import EVENT_QOS, STATE_QOS
@@ -125,6 +133,9 @@ COMPARTMENT_QOS = QoSProfile(
     reliability=STATE_QOS.reliability, durability=STATE_QOS.durability)
 UNKNOWN_WAYPOINT = "(unknown)"  # no route-graph waypoint is named so: nothing opens there
 DEFAULT_FRAME = "compartment"
+OCCUPANCY_FROM_STATE = "compartment_state"
+OCCUPANCY_FROM_PERCEPTION = "perception"
+OCCUPANCY_SOURCES = (OCCUPANCY_FROM_STATE, OCCUPANCY_FROM_PERCEPTION)
 
 # Events published on handoff/events. Left out: per-sample reports and bookkeeping, which would
 # push the events that matter out of the topic's transient-local history.
@@ -268,17 +279,44 @@ class HandoffNode(Node):
                 raise ValueError(f"{name}: must be > 0")
         if not self.occupancy_settle_s >= 0:
             raise ValueError("occupancy_settle_s: must be >= 0")
+        self.occupancy_source = str(declare(
+            self, "occupancy_source", OCCUPANCY_FROM_STATE,
+            f"Which occupancy wins when both report a known value: {OCCUPANCY_FROM_STATE} "
+            f"(simulator) or {OCCUPANCY_FROM_PERCEPTION} (robots with the compartment camera); "
+            "compartment/occupancy always replaces an UNKNOWN in compartment/state",
+            read_only=True))
+        if self.occupancy_source not in OCCUPANCY_SOURCES:
+            raise ValueError(f"occupancy_source: must be one of {', '.join(OCCUPANCY_SOURCES)}, "
+                             f"got {self.occupancy_source!r}")
+        state_path = str(declare(
+            self, "state_path", "", "Handoff state store (SQLite); empty = "
+            "$ROS_HOME/delivery_robot/<namespace>_handoff.db (ROS_HOME defaults to ~/.ros)",
+            read_only=True))
+        robot = self.get_namespace().strip("/").replace("/", "_") or "robot"
+        path = state_path or os.path.join(
+            os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "delivery_robot",
+            f"{robot}_handoff.db")
+        try:
+            self._store = HandoffStore(path)
+        except HandoffStoreError as error:
+            raise ValueError(f"state_path: {error}") from None
 
         self._lock = threading.Lock()  # tests and a future loader call in from other threads
         self.credentials = RobotCredentials(HandoffCredentials(policy))
-        self.core = CompartmentHandoff(self.credentials, config, now=self._now())
         self._routes: dict[str, tuple[str, str]] = {}  # authoritative, from assign_order()
+        self._saved_text = ""
+        memory = self._restore()
+        self.core = CompartmentHandoff(self.credentials, config, now=self._now(), memory=memory)
         self._inferred: dict[str, tuple[str, str]] = {}  # from robot_state modes
         self._robot_state: RobotState | None = None
         self._frame_id = DEFAULT_FRAME
         self._occupancy = Occupancy.UNKNOWN
         self._occupancy_fed = Occupancy.UNKNOWN
         self._occupancy_ref = ""
+        self._state_occupancy = Occupancy.UNKNOWN  # as compartment/state last reported it
+        self._state_occupancy_ref = ""
+        self._perception_occupancy: Occupancy | None = None  # None: nothing from perception
+        self._perception_ref = ""
         self._door_closed: bool | None = None
         self._closed_at: float | None = None  # set while a post-close verdict may be owed
         self._published: tuple[Any, ...] | None = None
@@ -290,6 +328,8 @@ class HandoffNode(Node):
         self.lock_client = self.create_client(SetLock, "compartment/set_lock")
         self.create_subscription(CompartmentState, "compartment/state", self._on_compartment,
                                  COMPARTMENT_QOS)
+        self.create_subscription(UInt8, "compartment/occupancy", self._on_perception_occupancy,
+                                 STATE_QOS)
         self.create_subscription(RobotState, "robot_state", self._on_robot_state, STATE_QOS)
         self.create_service(AssignHandoff, "handoff/assign", self._on_assign)
         self.create_service(Trigger, "handoff/open_for_loading", self._on_open_for_loading)
@@ -298,8 +338,49 @@ class HandoffNode(Node):
         self.create_timer(self.tick_period_s, self._on_tick)
         self.get_logger().info(
             f"handoff up: recipient timeout {config.recipient_open_timeout_s:g} s, lockout "
-            f"after {policy.max_attempts} wrong tries for {policy.lockout_s:g} s")
+            f"after {policy.max_attempts} wrong tries for {policy.lockout_s:g} s; state "
+            f"{self.core.state.label} from {path}; occupancy from {self.occupancy_source}")
+        self._persist(self._now())
         self._publish_state(self._now(), force=True)
+
+    def _restore(self) -> CompartmentMemory | None:
+        """The saved memory into the credential book and routes; the core's part returned.
+        An unreadable store starts the compartment in FAULT: goods kept locked, operator told."""
+        try:
+            saved = self._store.load()
+        except HandoffStoreError as error:
+            self.get_logger().error(f"handoff state unreadable, starting in fault: {error}")
+            return CompartmentMemory(HandoffState.FAULT,
+                                     fault_reason="saved handoff state unreadable")
+        if saved is None:
+            return None
+        for record in saved.credentials:
+            self.credentials.book.add(record)
+        self.credentials.enrolled = set(saved.enrolled) & {
+            r.order_id for r in saved.credentials}
+        self._routes = dict(saved.routes)
+        return saved.compartment
+
+    def _persist(self, now: float) -> None:
+        """Save the memory if it changed; durable before the caller announces anything."""
+        saved = SavedHandoff(self.core.memory(), dict(self._routes),
+                             tuple(self.credentials.book.records()),
+                             frozenset(self.credentials.enrolled))
+        text = saved_to_json(saved)
+        if text == self._saved_text:
+            return
+        try:
+            self._store.save(saved, now)
+        except HandoffStoreError as error:
+            self.get_logger().error(f"handoff state not saved (a restart would lose it): {error}")
+            return
+        self._saved_text = text
+
+    def destroy_node(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
+        super().destroy_node()
 
     # ---- API for the coordinator link (and tests) --------------------------------------------
 
@@ -308,6 +389,7 @@ class HandoffNode(Node):
         with self._lock:
             for record in records:
                 self.credentials.load(record)
+            self._persist(self._now())
 
     def assign_order(self, order_id: str, shop_waypoint: str, dropoff_waypoint: str) -> Step:
         """The order's real waypoints; they take precedence over what robot_state suggests."""
@@ -342,12 +424,38 @@ class HandoffNode(Node):
             except ValueError:
                 self._feed(OccupancyReported(int(message.occupancy)), now)  # core records it
                 return
-            self._occupancy = occupancy
             stamp = message.header.stamp
-            self._occupancy_ref = f"{self._frame_id}@{stamp.sec}.{stamp.nanosec:09d}"
-            if occupancy is not self._occupancy_fed:
-                self._feed_occupancy(now)
-            self._settle_verdict(now)
+            self._state_occupancy = occupancy
+            self._state_occupancy_ref = f"{self._frame_id}@{stamp.sec}.{stamp.nanosec:09d}"
+            self._update_occupancy(now)
+
+    def _on_perception_occupancy(self, message: UInt8) -> None:
+        with self._lock:
+            now = self._now()
+            try:
+                occupancy = Occupancy(int(message.data))
+            except ValueError:
+                self._feed(OccupancyReported(int(message.data)), now)  # core records it
+                return
+            self._perception_occupancy = occupancy
+            self._perception_ref = f"compartment_camera@{now:.3f}"
+            self._update_occupancy(now)
+
+    def _update_occupancy(self, now: float) -> None:
+        """Pick the occupancy to feed: perception replaces an UNKNOWN from compartment/state,
+        and wins over a known one only with occupancy_source = perception."""
+        perceived = self._perception_occupancy
+        use_perception = perceived is not None and (
+            self.occupancy_source == OCCUPANCY_FROM_PERCEPTION
+            or self._state_occupancy is Occupancy.UNKNOWN)
+        if use_perception and perceived is not None:
+            self._occupancy, self._occupancy_ref = perceived, self._perception_ref
+        else:
+            self._occupancy = self._state_occupancy
+            self._occupancy_ref = self._state_occupancy_ref
+        if self._occupancy is not self._occupancy_fed:
+            self._feed_occupancy(now)
+        self._settle_verdict(now)
 
     def _feed_occupancy(self, now: float) -> None:
         self._occupancy_fed = self._occupancy
@@ -431,6 +539,7 @@ class HandoffNode(Node):
             self._routes[order_id] = (shop, dropoff)
             if record is not None:
                 self.credentials.load(record)
+            self._persist(self._now())
         response.accepted, response.error_code = True, ""
         response.message = (f"compartment serves order {order_id} (shop {shop}, dropoff "
                             f"{dropoff}); " + ("credential record loaded" if record is not None
@@ -500,6 +609,7 @@ class HandoffNode(Node):
     def _feed(self, event: HandoffInput, now: float) -> Step:
         """One input through the core, and its effects carried out (caller holds the lock)."""
         step = self.core.handle(event, now)
+        self._persist(now)  # durable before any command, event or reply announces it
         for command in step.commands:
             self._send_lock(command)
         for item in step.events:

@@ -329,6 +329,9 @@ def node_parameters(spec: RobotNode, options: BringupOptions, camera_source: str
         # A journal of the rehearsal's own: it must not resume (or add to) a real robot's.
         return {"robot_id": options.robot_id, "odom_to_map": start.odom_to_map,
                 "start_waypoint": start.waypoint, "journal_path": str(workdir / "missions.db")}
+    if spec.name == "handoff":
+        # Likewise the compartment's durable state: a rehearsal never inherits a locked order.
+        return {"state_path": str(workdir / "handoff.db")}
     return {}
 
 

@@ -112,6 +112,8 @@ SAFETY_PARAMETERS: dict[str, str] = {
     "max_angular_accel": "Largest turn-rate increase, rad/s^2",
     "command_timeout": "Stop when the newest cmd_vel stamp is older than this, s",
     "scan_timeout": "Stop when the newest scan stamp is older than this, s",
+    "rotation_clearance": "Turning on the spot: margin beyond the footprint's circumradius; "
+    "scan points inside that circle stop the turn (the zones do not), m",
 }
 TRACKING_PARAMETERS: dict[str, str] = {
     "cluster_distance": "Smallest gap between neighbouring points that splits a cluster, m",
