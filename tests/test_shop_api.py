@@ -353,7 +353,8 @@ def test_metrics_json_and_prometheus(api: Api) -> None:
     assert kpi["to_delivered_s"] == pytest.approx(165.0)
     assert kpi["handoff_wait_s"] == pytest.approx(45.0)
     assert mine["fleet"]["delivered"] == 1
-    assert mine["fleet"]["on_time_rate"] is None
+    assert mine["fleet"]["on_time_rate"] == pytest.approx(1.0)  # delivered within its promise
+    assert mine["orders"][0]["on_time"] is True
     assert mine["fleet"]["deliveries_per_robot_hour"] > 0
     assert len(api.call("GET", "/api/v1/metrics", "operator").json()["orders"]) == 2
 

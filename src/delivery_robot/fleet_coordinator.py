@@ -29,9 +29,22 @@ Contracts with the mission executor (see docs/architecture.md):
   cancelled; the executor drives the goods back to the shop itself (leg RETURNING, which does
   not mean delivered for an order already returning) and ends CANCELED there; the coordinator
   then sends the return mission, which ends at once at the shop;
+- a cancel while the robot waits at the shop (awaiting_load): the shop may already have put
+  the goods in without confirming, so the compartment is opened for unloading (the robot's
+  handoff would otherwise refuse its next order with `goods_on_board`);
+- a free robot whose battery drops below `charge_below` is sent a CHARGE mission to the
+  nearest charger (`charge-<robot>-<n>`) and is not dispatched until it reports
+  `charge_until`;
 - a mission that ends without a result (the executor restarted and resumed it without the
   action's goal handle) shows as the robot reporting no mission after having reported it; after
   `result_grace_s` without a result the coordinator decides from the orders' states.
+
+Re-optimisation (`FleetReplanner`, OR-Tools): every `replan_period_s` from `tick`, and after a
+submit that leaves `replan_when_requested` orders waiting, the movable orders (requested, or
+assigned/to_pickup: never once the robot waits at the shop) and the usable robots are
+snapshotted under the lock; the plan is computed off the lock by `replan_runner` (the node's
+worker pool; at most one run at a time) and applied under the lock by `finish_replan`, which
+skips every move the world has overtaken and every move to a robot that is not free.
 """
 
 from __future__ import annotations
@@ -48,10 +61,13 @@ from delivery_robot.dispatch import (
     BatteryModel,
     Dispatcher,
     DispatchOrder,
+    PlannedStop,
     RobotSnapshot,
     RouteCache,
+    ServiceTimes,
     TimeToFinishDispatcher,
 )
+from delivery_robot.fleet_replanner import FleetReplan, FleetReplanner, OpenOrder, ReplanSettings
 from delivery_robot.handoff_credentials import HandoffCredentials, IssuedCredentials
 from delivery_robot.handoff_record import record_to_json
 from delivery_robot.mission_legs import ORDER_STATE_DURING_LEG, Leg, MissionKind, RobotMode
@@ -90,7 +106,12 @@ _FORWARD = (
     _S.DELIVERED,
 )
 _UNLOADED = frozenset({_S.ASSIGNED, _S.TO_PICKUP, _S.AWAITING_LOAD})
+# What the re-optimiser may move: never an order whose robot already waits at the shop.
+_MOVABLE = frozenset({_S.REQUESTED, _S.ASSIGNED, _S.TO_PICKUP})
 _RETURN_SUFFIX = "-return"
+_CHARGE_PREFIX = "charge-"
+_CHARGE_RETRY_S = 30.0  # after a refused or failed charge mission, ask again this much later
+_UNUSABLE_MODES = frozenset({RobotMode.ESTOP, RobotMode.FAULT})
 
 
 # Which delivery leg a robot's mode reveals: how progress is recovered without action feedback.
@@ -127,6 +148,7 @@ class AlertKind(StrEnum):
     RECIPIENT_REMINDER = "recipient_reminder"
     NOT_LOADED = "not_loaded"
     UNKNOWN_AFTER_RESTART = "unknown_after_restart"
+    CHARGE_FAILED = "charge_failed"
 
 
 class Audience(StrEnum):
@@ -222,6 +244,19 @@ class CoordinatorPolicy:
     # A robot reporting no mission after it reported ours: wait this long for the action's
     # result before deciding from the orders' states (the executor restarted and resumed).
     result_grace_s: float = 3.0
+    # Re-optimise open, not-yet-loaded assignments this often (s; 0 = never), and also after
+    # a submit leaves at least `replan_when_requested` orders waiting (0 = never).
+    replan_period_s: float = 15.0
+    replan_time_limit_s: float = 0.5  # OR-Tools time limit of one re-optimisation
+    replan_when_requested: int = 5
+    # Promised delivery = request + the dispatcher's estimated time to deliver + this margin;
+    # an order no robot can take at once is promised `promise_queued_s` more on top.
+    promise_margin_s: float = 300.0
+    promise_queued_s: float = 1200.0
+    # A free robot below `charge_below` (0 = off) goes to the nearest charger; it is not
+    # dispatched again until it reports at least `charge_until`.
+    charge_below: float = 0.2
+    charge_until: float = 0.8
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= 0 or self.navigation_retries < 0:
@@ -230,6 +265,14 @@ class CoordinatorPolicy:
             raise ValueError("result_grace_s must be >= 0")
         if min(self.load_timeout_s, self.handoff_timeout_s, self.recipient_reminder_after_s) <= 0:
             raise ValueError("load, handoff and reminder times must be > 0")
+        if self.replan_period_s < 0 or not self.replan_time_limit_s > 0:
+            raise ValueError("replan_period_s must be >= 0 and replan_time_limit_s > 0")
+        if self.replan_when_requested < 0:
+            raise ValueError("replan_when_requested must be >= 0")
+        if self.promise_margin_s < 0 or self.promise_queued_s < 0:
+            raise ValueError("promise_margin_s and promise_queued_s must be >= 0")
+        if not 0.0 <= self.charge_below < 1.0 or not self.charge_below <= self.charge_until <= 1.0:
+            raise ValueError("need 0 <= charge_below < 1 and charge_below <= charge_until <= 1")
 
 
 @dataclass(frozen=True)
@@ -316,6 +359,9 @@ class RobotEntry:
     confirmed: bool = False
     # When the robot first reported no mission after confirming one (result still awaited).
     ended_at: float | None = None
+    # Battery went below charge_below: not dispatched until it reports charge_until.
+    needs_charge: bool = False
+    next_charge_at: float = -math.inf  # no charge mission before this (after a refusal)
 
     def run(self, mission_id: str | None, *, confirmed: bool = False) -> None:
         """Believe the robot runs `mission_id` from now on (None: free)."""
@@ -362,6 +408,17 @@ class _MissionInfo:
     adopted: bool = False  # found running after a restart: no goal handle, no result
 
 
+@dataclass(frozen=True)
+class ReplanJob:
+    """What one re-optimisation plans with: a snapshot taken under the coordinator's lock."""
+
+    orders: tuple[OpenOrder, ...]
+    robots: tuple[RobotSnapshot, ...]
+    compartments: Mapping[str, int]
+    missions: Mapping[str, str | None]  # order id -> its mission id at the snapshot
+    now: float
+
+
 @dataclass
 class _OrderMemo:
     queue_reason: str = ""
@@ -388,8 +445,11 @@ class FleetCoordinator:
         dispatcher: Dispatcher | None = None,
         robot_ids: Iterable[str] = (),
         effect_sink: EffectSink | None = None,
+        replan_runner: Callable[[Callable[[], None]], object] | None = None,
         now: float = 0.0,
     ) -> None:
+        """`replan_runner(work)` runs a re-optimisation off the lock (a worker thread in the
+        node); without one it runs in the calling thread after the lock is released."""
         self._lock = threading.RLock()
         self._issue_lock = threading.Lock()  # HandoffCredentials is not thread-safe
         self._store = store
@@ -404,9 +464,25 @@ class FleetCoordinator:
             world.travel_time,
         )
         self._routes = RouteCache(world.travel_time)
+        self._service = ServiceTimes()
+        self._battery = BatteryModel(world.chargers)
         self._dispatcher: Dispatcher = dispatcher or TimeToFinishDispatcher(
-            self._routes, BatteryModel(world.chargers)
+            self._routes, self._battery, self._service
         )
+        # Its own RouteCache: the replanner runs in another thread and RouteCache is not
+        # thread-safe to share.
+        self._replanner = FleetReplanner(
+            RouteCache(world.travel_time),
+            BatteryModel(chargers=world.chargers, reserve=self._battery.reserve),
+            self._service,
+            ReplanSettings(time_limit_s=self._policy.replan_time_limit_s),
+        )
+        self._replan_runner = replan_runner
+        self._replan_running = False
+        self._next_replan_at = now + self._policy.replan_period_s
+        self.last_replan: FleetReplan | None = None  # the latest result, for logs and tests
+        self.replans_applied = 0  # moves carried out since start
+        self._charge_count = 0
         self._robots: dict[str, RobotEntry] = {}
         self._missions: dict[str, _MissionInfo] = {}
         self._orphans_cancelled: set[str] = set()
@@ -432,17 +508,33 @@ class FleetCoordinator:
     def policy(self) -> CoordinatorPolicy:
         return self._policy
 
-    def submit_order(self, request: OrderRequest, now: float) -> Reply:
-        """Validate, persist with fresh credentials, dispatch at once (or queue with a reason)."""
+    def submit_order(
+        self, request: OrderRequest, now: float, *, promised_by: float | None = None
+    ) -> Reply:
+        """Validate, persist with fresh credentials, dispatch at once (or queue with a reason).
+
+        `promised_by`: a delivery time the shop asked for (store clock, epoch seconds); without
+        it the order is promised the dispatcher's estimate plus `promise_margin_s`.
+        """
+        if promised_by is not None and not math.isfinite(promised_by):
+            return Reply(False, "invalid_promise", "promised_by must be a finite time")
+        reply, job = self._submit(request, now, promised_by)
+        if job is not None:
+            self._launch_replan(job)
+        return reply
+
+    def _submit(
+        self, request: OrderRequest, now: float, promised_by: float | None
+    ) -> tuple[Reply, ReplanJob | None]:
         checked = self._intake.validate(request)
         if isinstance(checked, Rejection):
-            return Reply(False, checked.code.value, checked.message)
+            return Reply(False, checked.code.value, checked.message), None
         if checked.idempotency_key:
             existing = self._store.find_by_idempotency_key(
                 checked.shop_id, checked.idempotency_key
             )
             if existing is not None and _same_order(checked, existing):
-                return self._replayed(checked, existing)  # no hashing for a plain retry
+                return self._replayed(checked, existing), None  # no hashing for a retry
         order_id = self._store.new_order_id()
         with self._issue_lock:  # scrypt takes ~0.1 s: outside the coordinator's lock
             issued = self._credentials.issue(order_id, now)
@@ -450,12 +542,14 @@ class FleetCoordinator:
             self._credentials.revoke(order_id)  # the handoff keeps its own copy
         assert record is not None
         with self._lock:
+            promise_in = None if promised_by is not None else self._promise_in_s(checked)
             try:
-                outcome = self._store.submit(checked, order_id=order_id, credentials=record)
+                outcome = self._store.submit(checked, order_id=order_id, credentials=record,
+                                             promised_by=promised_by, promise_in_s=promise_in)
             except IdempotencyConflict as error:
-                return Reply(False, error.code, str(error))
+                return Reply(False, error.code, str(error)), None
             if not outcome.created:
-                return self._replayed(checked, outcome.order)
+                return self._replayed(checked, outcome.order), None
             effects: list[Effect] = []
             assert outcome.event is not None
             self._memo[order_id] = _OrderMemo()
@@ -465,7 +559,11 @@ class FleetCoordinator:
             message = "order accepted"
             if order.state is _S.REQUESTED:
                 message += f"; {self._memo[order_id].queue_reason}"
-            return Reply(True, "", message, order, issued, tuple(self._emit(effects)))
+            job = None
+            wanted = self._policy.replan_when_requested
+            if wanted and len(self._store.orders_by_state(_S.REQUESTED)) >= wanted:
+                job = self._take_replan_job(now)
+            return Reply(True, "", message, order, issued, tuple(self._emit(effects))), job
 
     def cancel_order(self, order_id: str, requested_by: str, reason: str, now: float) -> Reply:
         """Before loading: cancelled at once. After: the goods ride back to the shop first.
@@ -493,6 +591,10 @@ class FleetCoordinator:
                 self._transition(order, _S.CANCELLED, why, effects)
                 if mission is not None and order.robot_id is not None:
                     self._cancel_mission(order.robot_id, mission, effects)
+                if order.state is _S.AWAITING_LOAD and order.robot_id is not None:
+                    # The goods may be in already (lid closed, not confirmed): let the shop
+                    # take them back, or the robot refuses its next order (goods_on_board).
+                    effects.append(OpenCompartment(order.robot_id, order_id, "unloading"))
             return Reply(True, "", why, self._store.get(order_id), None, tuple(self._emit(effects)))
 
     def confirm_loaded(self, order_id: str, shop_id: str, now: float) -> Reply:
@@ -576,6 +678,7 @@ class FleetCoordinator:
             entry.last_seen = now
             entry.online = True
             entry.hold_until_next_sample = False
+            self._update_charge_need(entry, sample)
             if previous is not None and not was_online:
                 effects.append(Alert(AlertKind.ROBOT_BACK_ONLINE,
                                      f"{sample.robot_id} is back online", robot_id=sample.robot_id))
@@ -607,6 +710,8 @@ class FleetCoordinator:
             if entry is not None and entry.mission_id == mission_id:
                 entry.run(None)
                 entry.hold_until_next_sample = True
+                if mission_id.startswith(_CHARGE_PREFIX):
+                    entry.next_charge_at = now + _CHARGE_RETRY_S
             if info is not None:
                 for order in self._orders_of(info):
                     if order.state in _UNLOADED:
@@ -665,7 +770,195 @@ class FleetCoordinator:
                     self._ended_without_result_decide(entry, effects, now)
             self._remind_recipients(effects, now)
             self._dispatch_queue(effects, now)
+            job = None
+            if self._policy.replan_period_s > 0 and now >= self._next_replan_at:
+                self._next_replan_at = now + self._policy.replan_period_s
+                job = self._take_replan_job(now)
+            emitted = self._emit(effects)
+        if job is not None:
+            self._launch_replan(job)
+        return emitted
+
+    # -- re-optimisation --------------------------------------------------------------------
+
+    def start_replan(self, now: float) -> ReplanJob | None:
+        """Snapshot a re-optimisation now (None: one runs already, or nothing to plan).
+        The caller runs `run_replan` off the lock and then `finish_replan`."""
+        with self._lock:
+            return self._take_replan_job(now)
+
+    def run_replan(self, job: ReplanJob) -> FleetReplan:
+        """The OR-Tools plan (up to `replan_time_limit_s`): call without holding the lock."""
+        return self._replanner.replan(job.orders, job.robots, job.compartments)
+
+    def finish_replan(
+        self, job: ReplanJob, result: FleetReplan | None, now: float
+    ) -> list[Effect]:
+        """Apply the moves the world has not overtaken; `result` None: the run failed."""
+        with self._lock:
+            self._replan_running = False
+            effects: list[Effect] = []
+            if result is not None:
+                self.last_replan = result
+                self._apply_moves(job, result, effects)
+            self._dispatch_queue(effects, now)
             return self._emit(effects)
+
+    def _launch_replan(self, job: ReplanJob) -> None:
+        def work() -> None:
+            result: FleetReplan | None
+            try:
+                result = self.run_replan(job)
+            except Exception:  # noqa: BLE001 - a failed plan changes nothing; dispatch goes on
+                result = None
+            self.finish_replan(job, result, job.now)
+
+        try:
+            if self._replan_runner is None:
+                work()
+            else:
+                self._replan_runner(work)
+        except Exception:  # noqa: BLE001 - e.g. the worker pool is shut down: no run
+            with self._lock:
+                self._replan_running = False
+
+    def _take_replan_job(self, now: float) -> ReplanJob | None:
+        if self._replan_running:
+            return None
+        movable = [o for o in self._store.open_orders() if o.state in _MOVABLE]
+        if len(movable) < 2:
+            return None
+        if not any(e.free and not e.needs_charge for e in self._robots.values()):
+            return None
+        store_now = self._store.now()
+        orders = tuple(
+            OpenOrder(o.order_id, o.pickup_waypoint, o.dropoff_waypoint, o.size, o.weight_kg,
+                      robot_id=o.robot_id,
+                      due_s=None if o.promised_by is None
+                      else max(0.0, o.promised_by - store_now))
+            for o in movable)
+        robots = []
+        for entry in self._robots.values():
+            s = entry.sample
+            if s is None or not entry.online or s.mode in _UNUSABLE_MODES or entry.needs_charge:
+                continue
+            plan = self._committed_plan(entry)
+            if plan is None:
+                continue
+            robots.append(replace(self._snapshot(entry), available=True, plan=plan))
+        if not robots:
+            return None
+        self._replan_running = True
+        return ReplanJob(orders, tuple(robots), {r.robot_id: 1 for r in robots},
+                         {o.order_id: o.mission_id for o in movable}, now)
+
+    def _committed_plan(self, entry: RobotEntry) -> tuple[PlannedStop, ...] | None:
+        """The stops of the robot's orders the replanner may not move (None: no route)."""
+        stops: list[tuple[str, float]] = []
+        for order in self._store.orders_by_robot(entry.robot_id):
+            if order.state is _S.AWAITING_LOAD:
+                stops += [(order.pickup_waypoint, self._service.load_s),
+                          (order.dropoff_waypoint, self._service.handoff_s)]
+            elif order.state in (_S.IN_TRANSIT, _S.AWAITING_RECIPIENT):
+                stops.append((order.dropoff_waypoint, self._service.handoff_s))
+            elif order.state is _S.RETURNING:
+                stops.append((order.pickup_waypoint, 0.0))
+        here, t = self._snapshot(entry).waypoint, 0.0
+        plan = []
+        for waypoint, service in stops:
+            leg = self._routes.leg(here, waypoint)
+            if leg is None:
+                return None
+            plan.append(PlannedStop(waypoint, t + leg.time_s, service))
+            t, here = t + leg.time_s + service, waypoint
+        return tuple(plan)
+
+    def _apply_moves(self, job: ReplanJob, result: FleetReplan, effects: list[Effect]) -> None:
+        """One order per mission: a move goes out only to a robot free now, for the order it
+        would do first; a stale move (the order changed since the snapshot) is skipped."""
+        taken: set[str] = set()
+        for move in result.moves:
+            order = self._store.find(move.order_id)
+            if (order is None or order.state not in _MOVABLE
+                    or order.robot_id != move.from_robot
+                    or order.mission_id != job.missions.get(move.order_id)):
+                continue  # overtaken: loaded, cancelled, re-dispatched meanwhile
+            target = self._robots.get(move.to_robot)
+            if (target is None or not target.online or not target.free or target.needs_charge
+                    or move.to_robot in taken):
+                continue  # a busy robot: it takes the order after its mission, if ever
+            if result.sequences.get(move.to_robot, ())[:1] != (move.order_id,):
+                continue
+            memo = self._memo.setdefault(move.order_id, _OrderMemo())
+            assignment = result.assignments.get(move.order_id)
+            if assignment is None or move.to_robot in memo.excluded_robots:
+                continue
+            if order.robot_id is not None and order.mission_id is not None:
+                old_robot, old_mission = order.robot_id, order.mission_id
+                self._missions.pop(old_mission, None)
+                old = self._robots.get(old_robot)
+                if old is not None and old.mission_id == old_mission:
+                    old.run(None)
+                    old.hold_until_next_sample = True  # until it reports the mission gone
+                effects.append(CancelMission(old_robot, old_mission))
+                order = self._transition(order, _S.REQUESTED, f"re-planned to {move.to_robot}",
+                                         effects)
+            memo.queue_reason = ""
+            self._assign(order, assignment, effects)
+            taken.add(move.to_robot)
+            self.replans_applied += 1
+
+    # -- promises and charging --------------------------------------------------------------
+
+    def _promise_in_s(self, order: AcceptedOrder) -> float:
+        """Seconds from now to promise: the dispatcher's estimate, plus the margin."""
+        robots = [self._snapshot(e) for e in self._robots.values() if e.sample is not None]
+        decision = self._dispatcher.assign(
+            DispatchOrder("", order.pickup_waypoint, order.dropoff_waypoint, order.size,
+                          order.weight_kg), robots)
+        margin = self._policy.promise_margin_s
+        if isinstance(decision, Assignment):
+            return decision.finish_s + margin
+        leg = self._routes.leg(order.pickup_waypoint, order.dropoff_waypoint)
+        drive = leg.time_s if leg is not None else 0.0
+        return (drive + self._service.load_s + self._service.handoff_s
+                + self._policy.promise_queued_s + margin)
+
+    def _update_charge_need(self, entry: RobotEntry, sample: RobotSample) -> None:
+        policy = self._policy
+        if policy.charge_below <= 0:
+            entry.needs_charge = False
+        elif sample.battery < policy.charge_below:
+            entry.needs_charge = True
+        elif sample.battery >= policy.charge_until:
+            entry.needs_charge = False
+
+    def _send_charges(self, effects: list[Effect], now: float) -> None:
+        """Free robots low on battery and away from a charger: to the nearest charger."""
+        chargers = self._world.chargers
+        for entry in self._robots.values():
+            if not (entry.needs_charge and entry.free and now >= entry.next_charge_at):
+                continue
+            waypoint = self._snapshot(entry).waypoint
+            if waypoint in chargers:
+                continue  # charging where it is
+            nearest = self._routes.nearest(waypoint, chargers)
+            if nearest is None:
+                entry.next_charge_at = now + _CHARGE_RETRY_S
+                effects.append(Alert(AlertKind.CHARGE_FAILED, f"{entry.robot_id}: battery low "
+                                     f"and no charger reachable from {waypoint}",
+                                     robot_id=entry.robot_id))
+                continue
+            self._charge_count += 1
+            mission_id = f"{_CHARGE_PREFIX}{entry.robot_id}-{int(now)}-{self._charge_count}"
+            entry.run(mission_id)
+            self._missions[mission_id] = _MissionInfo(entry.robot_id, (), MissionKind.CHARGE)
+            effects.append(SendMission(
+                robot_id=entry.robot_id, mission_id=mission_id, kind=MissionKind.CHARGE,
+                orders=(), pickup_waypoint="", dropoff_waypoint="", return_waypoint=nearest[0],
+                load_timeout_s=self._policy.load_timeout_s,
+                handoff_timeout_s=self._policy.handoff_timeout_s,
+            ))
 
     # -- internals: transitions and effects -------------------------------------------------
 
@@ -735,10 +1028,11 @@ class FleetCoordinator:
         if waypoint not in self._world.waypoint_kinds:
             waypoint = self._world.locate(s.x, s.y)
         return RobotSnapshot(entry.robot_id, waypoint, s.battery, s.size_class,
-                             s.max_payload_kg, available=entry.free)
+                             s.max_payload_kg, available=entry.free and not entry.needs_charge)
 
     def _dispatch_queue(self, effects: list[Effect], now: float) -> None:
         """Try every waiting order, oldest first, on the robots free right now."""
+        self._send_charges(effects, now)
         waiting = self._store.orders_by_state(_S.REQUESTED)
         if not waiting:
             return
@@ -821,7 +1115,8 @@ class FleetCoordinator:
         if not orders:
             return None
         kind = MissionKind.RETURN if mission_id.endswith(_RETURN_SUFFIX) else MissionKind.DELIVERY
-        return _MissionInfo(robot_id, tuple(o.order_id for o in orders), kind, adopted=True)
+        return _MissionInfo(robot_id, tuple(o.order_id for o in orders), kind,
+                            attempts=self._store.mission_attempts(mission_id), adopted=True)
 
     def _apply_result(
         self,
@@ -835,6 +1130,15 @@ class FleetCoordinator:
     ) -> None:
         orders = self._orders_of(info)
         robot_id = info.robot_id
+        if info.kind is MissionKind.CHARGE:
+            if outcome is not MissionOutcome.SUCCEEDED:
+                entry = self._robots.get(robot_id)
+                if entry is not None:
+                    entry.next_charge_at = now + _CHARGE_RETRY_S
+                effects.append(Alert(AlertKind.CHARGE_FAILED, f"{robot_id}: charge mission "
+                                     f"{mission_id} ended {outcome.name.lower()} ({message})",
+                                     robot_id=robot_id))
+            return
         if info.kind is MissionKind.RETURN:
             self._return_result(info, mission_id, outcome, message, orders, effects)
             return
@@ -852,6 +1156,7 @@ class FleetCoordinator:
         retry = not info.cancel_requested and info.attempts <= self._policy.navigation_retries
         if outcome is MissionOutcome.FAILED and retry:
             info.attempts += 1
+            self._store.record_mission_attempts(mission_id, info.attempts)
             self._missions[mission_id] = info
             entry = self._robots.get(robot_id)
             if entry is not None:
@@ -929,8 +1234,9 @@ class FleetCoordinator:
         assert order.mission_id is not None
         return_id = order.mission_id + _RETURN_SUFFIX
         info = self._missions.get(return_id)
-        self._missions[return_id] = info or _MissionInfo(order.robot_id, (order.order_id,),
-                                                         MissionKind.RETURN)
+        self._missions[return_id] = info or _MissionInfo(
+            order.robot_id, (order.order_id,), MissionKind.RETURN,
+            attempts=self._store.mission_attempts(return_id))
         entry = self._robots.get(order.robot_id)
         if entry is not None:
             entry.run(return_id)
@@ -953,6 +1259,7 @@ class FleetCoordinator:
             elif (outcome is MissionOutcome.FAILED
                   and info.attempts <= self._policy.navigation_retries):
                 info.attempts += 1
+                self._store.record_mission_attempts(mission_id, info.attempts)
                 self._send_return(order, effects)
             else:
                 self._flag(order, f"return mission {mission_id} ended: "
@@ -998,6 +1305,8 @@ class FleetCoordinator:
                                  robot_id=sample.robot_id))
 
     def _owns(self, robot_id: str, mission_id: str) -> bool:
+        if mission_id.startswith(f"{_CHARGE_PREFIX}{robot_id}-"):
+            return True  # a charge we sent (before a restart, too): let it finish
         base = mission_id.removesuffix(_RETURN_SUFFIX)
         return any(o.mission_id == base for o in self._store.orders_by_robot(robot_id))
 
@@ -1155,6 +1464,7 @@ __all__ = [
     "Reply",
     "RobotMode",
     "RobotSample",
+    "ReplanJob",
     "RobotView",
     "SendMission",
 ]

@@ -36,7 +36,7 @@ from delivery_robot.order_lifecycle import (
 
 Clock = Callable[[], float]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: orders.promised_by, mission_attempts (1 is migrated in place)
 # Retried submits may cross float32 (ROS) and float64 (JSON): equal within a gram is equal.
 _WEIGHT_TOLERANCE_KG = 0.0005
 _OPEN_STATES = tuple(int(s) for s in OrderState if s not in TERMINAL_STATES)
@@ -57,7 +57,8 @@ CREATE TABLE orders (
     mission_id       TEXT,
     sequence         INTEGER NOT NULL CHECK (sequence >= 1),  -- of the last transition
     created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL
+    updated_at       REAL NOT NULL,
+    promised_by      REAL             -- promised delivery time (store clock), NULL = none
 ) STRICT;
 CREATE INDEX orders_by_state ON orders (state);
 CREATE INDEX orders_by_shop ON orders (shop_id, state);
@@ -117,7 +118,23 @@ CREATE UNIQUE INDEX one_active_assignment ON assignments (order_id) WHERE releas
 CREATE INDEX assignments_by_robot ON assignments (robot_id, released_at);
 CREATE INDEX assignments_by_mission ON assignments (mission_id);
 
+-- Sends of a mission so far (1 = first send), so a navigation retry budget survives a restart.
+CREATE TABLE mission_attempts (
+    mission_id  TEXT PRIMARY KEY,
+    attempts    INTEGER NOT NULL CHECK (attempts >= 1),
+    updated_at  REAL NOT NULL
+) STRICT;
+
 PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+# Version 1 -> 2, for a database written before promises and persisted retry counts.
+_MISSION_ATTEMPTS = """
+CREATE TABLE IF NOT EXISTS mission_attempts (
+    mission_id  TEXT PRIMARY KEY,
+    attempts    INTEGER NOT NULL CHECK (attempts >= 1),
+    updated_at  REAL NOT NULL
+) STRICT
 """
 
 
@@ -173,6 +190,7 @@ class StoredOrder:
     sequence: int
     created_at: float
     updated_at: float
+    promised_by: float | None = None  # promised delivery time (store clock); None = no promise
 
 
 @dataclass(frozen=True)
@@ -226,7 +244,7 @@ def random_order_id() -> str:
 
 _ORDER_COLUMNS = (
     "order_id, shop_id, pickup_waypoint, dropoff_waypoint, size, weight_kg, note, state, "
-    "reason, robot_id, mission_id, sequence, created_at, updated_at"
+    "reason, robot_id, mission_id, sequence, created_at, updated_at, promised_by"
 )
 
 
@@ -246,6 +264,7 @@ def _order_from_row(row: sqlite3.Row) -> StoredOrder:
         sequence=row["sequence"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        promised_by=row["promised_by"],
     )
 
 
@@ -322,6 +341,13 @@ class OrderStore:
             if version == 0:
                 for statement in _split_sql(_SCHEMA):
                     conn.execute(statement)
+            elif version == 1:
+                # Additive only: old rows keep their meaning (no promise, attempts unknown).
+                columns = {row["name"] for row in conn.execute("PRAGMA table_info(orders)")}
+                if "promised_by" not in columns:
+                    conn.execute("ALTER TABLE orders ADD COLUMN promised_by REAL")
+                conn.execute(_MISSION_ATTEMPTS)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise RuntimeError(
                     f"order store schema version {version} is not the supported "
@@ -370,7 +396,13 @@ class OrderStore:
         raise RuntimeError("order id generator keeps returning ids already in use")
 
     def submit(
-        self, order: AcceptedOrder, *, order_id: str, credentials: StoredCredentials
+        self,
+        order: AcceptedOrder,
+        *,
+        order_id: str,
+        credentials: StoredCredentials,
+        promised_by: float | None = None,
+        promise_in_s: float | None = None,
     ) -> SubmitOutcome:
         """Create an order (state REQUESTED, event sequence 1) with its credential hashes, in
         one transaction, or replay an idempotent submit.
@@ -380,6 +412,8 @@ class OrderStore:
         replay both are ignored and the first order, with its first credentials, comes back; a
         caller may look the key up first (`find_by_idempotency_key`) to skip hashing.
         Raises IdempotencyConflict when the shop reuses a key for a different order.
+        The promised delivery time is `promised_by` (absolute, store clock) if given, else
+        creation time + `promise_in_s` if given, else none.
         """
         if credentials.order_id != order_id:
             raise ValueError(
@@ -395,7 +429,7 @@ class OrderStore:
             now = self._clock()
             conn.execute(
                 f"INSERT INTO orders ({_ORDER_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', NULL, NULL, 1, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', NULL, NULL, 1, ?, ?, ?)",
                 (
                     order_id,
                     order.shop_id,
@@ -407,6 +441,8 @@ class OrderStore:
                     int(OrderState.REQUESTED),
                     now,
                     now,
+                    promised_by if promised_by is not None
+                    else None if promise_in_s is None else now + promise_in_s,
                 ),
             )
             conn.execute(
@@ -517,6 +553,30 @@ class OrderStore:
             at=now,
         )
         return TransitionOutcome(order=updated, event=event)
+
+    def record_mission_attempts(self, mission_id: str, attempts: int) -> None:
+        """Persist how many times a mission has been sent (1 = the first send)."""
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO mission_attempts (mission_id, attempts, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (mission_id) DO UPDATE SET attempts = excluded.attempts, "
+                "updated_at = excluded.updated_at",
+                (mission_id, attempts, self._clock()),
+            )
+
+    def mission_attempts(self, mission_id: str) -> int:
+        """Sends of the mission so far; 1 when none were recorded."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT attempts FROM mission_attempts WHERE mission_id = ?", (mission_id,)
+            ).fetchone()
+        return 1 if row is None else int(row["attempts"])
+
+    def now(self) -> float:
+        """The store's clock (what created_at, event times and promises are in)."""
+        return self._clock()
 
     def save_credentials(self, credentials: StoredCredentials) -> None:
         """Persist the handoff's record of an order (re-issue, failed tries, lockout, use)."""

@@ -153,6 +153,24 @@ class CoordinatorNode(Node):
             result_grace_s=declare(self, "result_grace_s", 3.0,
                                    "A robot reports no mission after running ours: wait this "
                                    "long (s) for the result, then decide from the orders"),
+            replan_period_s=declare(self, "replan_period_s", 15.0,
+                                    "Re-optimise open, not-yet-loaded assignments with OR-Tools "
+                                    "this often (s); 0 = never"),
+            replan_time_limit_s=declare(self, "replan_time_limit_s", 0.5,
+                                        "Time limit of one re-optimisation (s)"),
+            replan_when_requested=declare(self, "replan_when_requested", 5,
+                                          "Also re-optimise after a submit leaves this many "
+                                          "orders waiting; 0 = never"),
+            promise_margin_s=declare(self, "promise_margin_s", 300.0,
+                                     "Promised delivery = request + estimate + this (s)"),
+            promise_queued_s=declare(self, "promise_queued_s", 1200.0,
+                                     "Extra promise allowance when no robot is free (s)"),
+            charge_below=declare(self, "charge_below", 0.2,
+                                 "Send a free robot below this battery fraction to charge "
+                                 "(0 = never)"),
+            charge_until=declare(self, "charge_until", 0.8,
+                                 "A robot sent to charge is dispatched again from this "
+                                 "battery fraction"),
         )
         fleet = [RobotCapacity(SizeClass(declare(self, "fleet_max_size_class", 2,
                                                  "Largest compartment (Order.SIZE_*)")),
@@ -214,6 +232,7 @@ class CoordinatorNode(Node):
             HandoffCredentials(CredentialPolicy(
                 secret_key=secret.encode(), pin_hash_cost=ScryptParams(log2_n=pin_cost))),
             fleet=fleet, policy=policy, robot_ids=robot_ids, effect_sink=self._sink,
+            replan_runner=self._offload,  # OR-Tools off the executor; effects via the sink
             now=self._now(),
         )
         self.status_publisher = self.create_publisher(OrderStatus, "/fleet/order_status",

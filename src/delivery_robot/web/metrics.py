@@ -1,9 +1,10 @@
 """Delivery KPIs computed from the store's transition history (the one source of truth).
 
 Per order: seconds from request to assigned, to picked up (loaded: in_transit), to delivered,
-and the handoff wait (robot at the door -> delivered). Per fleet: deliveries per robot-hour
-over the observed window, and the on-time rate, which stays None until orders carry a promised
-delivery time (the store has none yet: a made-up promise would make the number meaningless).
+and the handoff wait (robot at the door -> delivered), and whether a delivered order met its
+promised time (`promised_by`, set at submit). Per fleet: deliveries per robot-hour over the
+observed window, and the on-time rate: delivered by the promise / delivered with a promise
+(None while no promised order was delivered).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class OrderKpis:
     to_picked_up_s: float | None
     to_delivered_s: float | None
     handoff_wait_s: float | None
+    promised_by: float | None = None
+    on_time: bool | None = None  # delivered by the promise; None: not delivered or no promise
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class FleetKpis:
     mean_to_picked_up_s: float | None
     mean_to_delivered_s: float | None
     mean_handoff_wait_s: float | None
+    delivered_on_time: int = 0
+    delivered_late: int = 0
 
 
 def order_kpis(order: StoredOrder, history: Sequence[OrderEvent]) -> OrderKpis:
@@ -66,6 +71,9 @@ def order_kpis(order: StoredOrder, history: Sequence[OrderEvent]) -> OrderKpis:
         to_picked_up_s=None if loaded is None else loaded - start,
         to_delivered_s=None if delivered is None else delivered - start,
         handoff_wait_s=None if delivered is None or at_door is None else delivered - at_door,
+        promised_by=order.promised_by,
+        on_time=None if delivered is None or order.promised_by is None
+        else delivered <= order.promised_by,
     )
 
 
@@ -79,6 +87,8 @@ def fleet_kpis(orders: Sequence[OrderKpis], robots: int, now: float) -> FleetKpi
     window = max(0.0, now - min((o.requested_at for o in orders), default=now))
     delivered = sum(1 for o in orders if o.state is _S.DELIVERED)
     robot_hours = robots * window / 3600.0
+    on_time = sum(1 for o in orders if o.on_time is True)
+    late = sum(1 for o in orders if o.on_time is False)
     return FleetKpis(
         orders=len(orders),
         delivered=delivered,
@@ -88,11 +98,13 @@ def fleet_kpis(orders: Sequence[OrderKpis], robots: int, now: float) -> FleetKpi
         robots=robots,
         window_s=window,
         deliveries_per_robot_hour=delivered / robot_hours if robot_hours > 0 else None,
-        on_time_rate=None,
+        on_time_rate=on_time / (on_time + late) if on_time + late else None,
         mean_to_assigned_s=_mean(o.to_assigned_s for o in orders),
         mean_to_picked_up_s=_mean(o.to_picked_up_s for o in orders),
         mean_to_delivered_s=_mean(o.to_delivered_s for o in orders),
         mean_handoff_wait_s=_mean(o.handoff_wait_s for o in orders),
+        delivered_on_time=on_time,
+        delivered_late=late,
     )
 
 
@@ -121,6 +133,14 @@ def prometheus_text(orders: Sequence[OrderKpis], fleet: FleetKpis,
         metric("delivery_deliveries_per_robot_hour", "gauge",
                "Delivered orders per robot-hour since the first order.",
                [("", fleet.deliveries_per_robot_hour)])
+    if fleet.on_time_rate is not None:
+        metric("delivery_on_time_rate", "gauge",
+               "Delivered by the promised time / delivered with a promise.",
+               [("", fleet.on_time_rate)])
+    metric("delivery_deliveries_by_promise", "gauge",
+           "Delivered orders with a promise, by whether the promise was met.",
+           [('{on_time="true"}', float(fleet.delivered_on_time)),
+            ('{on_time="false"}', float(fleet.delivered_late))])
     for name, attr, help_text in (
         ("delivery_request_to_assigned_seconds", "to_assigned_s", "Request to robot assigned."),
         ("delivery_request_to_picked_up_seconds", "to_picked_up_s", "Request to goods loaded."),

@@ -118,6 +118,8 @@ class OrderOut(BaseModel):
     eta_s: float | None = Field(default=None,
                                 description="rough estimate from the map (see eta_target)")
     eta_target: Literal["pickup", "dropoff"] | None = None
+    promised_by: float | None = Field(default=None,
+                                      description="delivery promised by this time (API clock)")
 
 
 class EventOut(BaseModel):
@@ -208,6 +210,8 @@ class OrderKpisOut(BaseModel):
     to_picked_up_s: float | None
     to_delivered_s: float | None
     handoff_wait_s: float | None
+    promised_by: float | None = None
+    on_time: bool | None = Field(default=None, description="null: not delivered or no promise")
 
 
 class FleetKpisOut(BaseModel):
@@ -219,11 +223,14 @@ class FleetKpisOut(BaseModel):
     robots: int
     window_s: float
     deliveries_per_robot_hour: float | None
-    on_time_rate: float | None = Field(description="null until orders carry a promised time")
+    on_time_rate: float | None = Field(description="share of delivered orders delivered by "
+                                       "their promise; null before the first delivery")
     mean_to_assigned_s: float | None
     mean_to_picked_up_s: float | None
     mean_to_delivered_s: float | None
     mean_handoff_wait_s: float | None
+    delivered_on_time: int = 0
+    delivered_late: int = 0
 
 
 class MetricsOut(BaseModel):
@@ -308,7 +315,7 @@ def _order_out(order: StoredOrder, queue_reason: str = "") -> OrderOut:
         weight_kg=order.weight_kg, note=order.note, state=order.state.label,
         reason=order.reason, robot_id=order.robot_id, mission_id=order.mission_id,
         sequence=order.sequence, created_at=order.created_at, updated_at=order.updated_at,
-        queue_reason=queue_reason,
+        queue_reason=queue_reason, promised_by=order.promised_by,
     )
 
 
