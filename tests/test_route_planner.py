@@ -412,3 +412,93 @@ def test_planner_does_not_touch_the_shared_graph(planner: RoutePlanner) -> None:
     ok(planner.plan(Pose2D(5.0, 0.2, 0.0), (15.0, 10.3), 1.0))
     ok(planner.plan(Pose2D(5.0, 0.2, 0.0), "n2", 1.0))
     assert (set(graph.nodes), set(graph.edges)) == before
+
+
+# -- caches and the search against networkx ------------------------------------------------------
+def test_closures_are_honoured_after_caching(planner: RoutePlanner) -> None:
+    """Cached plans and cached landmark bounds never let a plan use a lane closed later, and
+    a reopened lane is used again at once."""
+    fast = ("a", "n1", "n2", "b")
+    assert ok(planner.plan("a", "b", 0.0)).waypoints == fast  # plan and bounds for b cached
+    assert ok(planner.plan("n1", "b", 0.0)).waypoints == ("n1", "n2", "b")
+    planner.close_lane("n2", "b", 1.0, reopen_after_s=10.0)
+    for start in ("a", "n1"):  # a cached plan (a), cached bounds with a new start (n1)
+        plan = ok(planner.plan(start, "b", 2.0))
+        assert ("n2", "b") not in [seg.lane for seg in plan.segments], plan.waypoints
+    pose = ok(planner.plan(Pose2D(10.0, 10.2, 0.0), "b", 2.0))
+    assert ("n2", "b") not in [seg.lane for seg in pose.segments]
+    assert planner.reopen_lane("b", "n2")
+    assert ok(planner.plan("a", "b", 3.0)).waypoints == fast
+    planner.close_lane("n2", "b", 4.0, reopen_after_s=10.0)
+    assert ok(planner.plan("a", "b", 13.9)).waypoints == ("a", "b")
+    assert ok(planner.plan("a", "b", 14.0)).waypoints == fast  # reopened by the clock
+
+
+def test_a_pose_on_a_waypoint_plans_like_the_waypoint(planner: RoutePlanner) -> None:
+    for name in ("a", "c", "n2"):
+        w = planner.route.waypoint(name)
+        for goal in ("b", "e", "n1"):
+            if goal == name:
+                continue
+            by_name = ok(planner.plan(name, goal, 0.0))
+            by_pose = ok(planner.plan(Pose2D(w.x, w.y, 0.0), goal, 0.0))
+            assert by_pose.eta_s == pytest.approx(by_name.eta_s, abs=1e-9)
+            assert by_pose.waypoints == by_name.waypoints
+
+
+def test_plans_are_as_fast_as_networkx_on_a_generated_city() -> None:
+    """A 20 x 20 city of the benchmark (one-way streets, zones, a notched fence) with lanes
+    closing and reopening: every plan's travel time equals networkx's Dijkstra on a graph built
+    independently from the same data, NO_PATH exactly when networkx finds no route, and every
+    plan drives only open lanes inside the fence."""
+    import random
+    import sys
+
+    import networkx as nx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.bench_route_planning import city, effective_graph
+
+    route = city(seed=11, side=20)
+    planner = RoutePlanner(route)
+    graph = effective_graph(route)
+    fence = route.geofence
+    rng = random.Random(4)
+    names = sorted(route.waypoints)
+    lanes = [(lane.start, lane.end) for lane in route.lanes]
+    closed: dict[tuple[str, str], float] = {}
+    compared = no_route = 0
+    for k in range(300):
+        now = float(k)
+        if k % 10 == 0:  # close a lane for 25 s
+            start, end = rng.choice(lanes)
+            planner.close_lane(start, end, now, reopen_after_s=25.0)
+            closed[start, end] = now + 25.0
+        closed = {lane: until for lane, until in closed.items() if until > now}
+        shut = set(closed) | {(end, start) for start, end in closed}
+
+        def weight(u: str, v: str, data: dict[str, float]) -> float | None:
+            return None if (u, v) in shut else data["t"]  # noqa: B023 (called right here)
+
+        a, b = rng.choice(names), rng.choice(names)
+        if a == b:
+            continue
+        result = planner.plan(a, b, now)
+        try:
+            expected: float | None = nx.dijkstra_path_length(graph, a, b, weight=weight)
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            expected = None
+        if expected is None:
+            no_route += 1
+            assert isinstance(result, NoPath), (a, b, result)
+            continue
+        plan = ok(result)
+        compared += 1
+        assert plan.eta_s == pytest.approx(expected, rel=1e-9), (a, b)
+        for seg in plan.segments:
+            assert seg.lane is not None
+            assert graph.has_edge(*seg.lane), (a, b, seg.lane)
+            assert seg.lane not in shut, (a, b, seg.lane)
+            assert fence.covers(LineString(seg.points))
+    assert compared > 200
+    assert no_route > 5  # the notch in the fence and the closures do cut some routes
