@@ -28,6 +28,7 @@ CONSOLE_SCRIPTS = [
     "handoff = delivery_robot.nodes.handoff:main",
     "navigation = delivery_robot.nodes.navigation:main",
     "mission_executor = delivery_robot.nodes.mission_executor:main",
+    "perception = delivery_robot.nodes.perception:main",
     "fleet_sim = delivery_robot.nodes.fleet_sim:main",
     "base_driver = delivery_robot.nodes.base_driver:main",
     "delivery-robot = delivery_robot.nodes.robot_bringup:main",
