@@ -72,10 +72,7 @@ class Pending:
     subscribes: tuple[str, ...] = ()  # relative topics it will read (bridge consumers)
 
 
-PENDING: dict[str, Pending] = {
-    "mission_executor": Pending("config/mission_executor.yaml"),
-    "perception": Pending("config/perception.yaml", ("camera/image_raw", "camera/camera_info")),
-}
+PENDING: dict[str, Pending] = {}  # none today: every node the launch files name exists
 
 # What a node needs to be instantiated in a test context: only values that keep it from
 # touching hardware or the network; none of them changes which parameters it declares.
@@ -87,7 +84,8 @@ TEST_CONTEXT_OVERRIDES: dict[str, dict[str, Any]] = {
     "navigation": {"backend": "builtin"},  # nav2 imports nav2_simple_commander (absent here)
 }
 # Files a node writes: put into the check's temporary folder, never into ~/.ros or the cwd.
-TEMP_PATH_PARAMETERS = {"coordinator": "database_path", "mission_executor": "journal_path"}
+TEMP_PATH_PARAMETERS = {"coordinator": "database_path", "mission_executor": "journal_path",
+                        "handoff": "state_path"}
 
 # Third-party nodes of the Gazebo launch, which cannot run here: what they read or write in a
 # robot's namespace (relative names), from their configuration (config/nav2_params.yaml,
