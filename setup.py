@@ -20,7 +20,7 @@ def share_tree(folder: str) -> list[tuple[str, list[str]]]:
 
 # One console script per node or tool; `ros2 run delivery_robot <name>` finds them.
 CONSOLE_SCRIPTS = [
-    "delivery-sim = delivery_robot.nodes.demo_sim:main",
+    "delivery-sim = delivery_robot.nodes.delivery_sim:main",
     "demo_robot = delivery_robot.nodes.demo_robot:main",
     "camera = delivery_robot.nodes.camera:main",
     "coordinator = delivery_robot.nodes.coordinator:main",

@@ -1,46 +1,98 @@
-"""`delivery-sim` (the demo behind `make sim`): the coordinator and demo robots, each its own
-process, deliver every order through the whole lifecycle."""
+"""`delivery-sim` (make sim) end to end: coordinator, fleet simulator and every robot's nodes
+in their own processes deliver orders through the whole lifecycle, with robots that drive.
+
+One short scenario (2 robots, a few simulated minutes, busy shops, quick people, every
+recipient mistyping the PIN first) runs once for the module; the tests read its output.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-
-def run_sim(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "delivery_robot.nodes.demo_sim", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def test_every_order_goes_through_the_lifecycle_to_delivered(tmp_path: Path) -> None:
-    report = tmp_path / "report.json"
-    result = run_sim("--robots", "2", "--orders", "3", "--time-scale", "200", "--port", "0",
-                     "--report", str(report))
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads(report.read_text())
-    assert summary["delivered"] == 3
-    assert summary["failed_or_cancelled"] == 0
-    lines = [line.split() for line in result.stdout.splitlines()]
-    status_lines = [words for words in lines if len(words) >= 4 and words[1] == "s"
-                    and words[2].startswith("ord")]
-    order_ids = sorted({words[2] for words in status_lines})
-    assert len(order_ids) == 3, result.stdout
-    for order_id in order_ids:
-        states = [words[3] for words in status_lines if words[2] == order_id]
-        assert states == ["requested", "assigned", "to_pickup", "awaiting_load", "in_transit",
-                          "awaiting_recipient", "delivered"], (order_id, result.stdout)
-    robots = {words[-1] for words in status_lines if words[3] == "delivered"}
-    assert robots == {"robot1", "robot2"}, "both robots should have delivered"
+LIFECYCLE = ["requested", "assigned", "to_pickup", "awaiting_load", "in_transit",
+             "awaiting_recipient", "delivered"]
+MAX_SPEED = 2.0  # m/s, the simulator's kinematic limit
 
 
-def test_bad_arguments_get_a_clear_error_not_a_traceback() -> None:
-    result = run_sim("--robots", "0", timeout=30.0)
-    assert result.returncode == 2
-    assert "--robots must be between 1 and 10" in result.stderr
-    assert "Traceback" not in result.stderr
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    workdir = tmp_path_factory.mktemp("delivery_sim")
+    report = workdir / "copy_of_report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "delivery_robot.nodes.delivery_sim", "--robots", "2",
+         "--duration", "7m", "--last-call", "4m", "--seed", "3", "--orders-per-hour", "10",
+         "--no-show-rate", "0", "--wrong-pin-rate", "1", "--port", "0", "--verbose",
+         "--workdir", str(workdir), "--report", str(report),
+         "--set", "people.people.load_delay_s=20", "--set", "people.people.handoff_delay_s=20"],
+        capture_output=True, text=True, timeout=400, check=False)
+    return {"result": result, "workdir": workdir, "report_path": report,
+            "output": result.stdout + result.stderr}
+
+
+@pytest.mark.timeout(450)
+def test_the_run_ends_with_a_kpi_table_and_a_json_report(run: dict[str, Any]) -> None:
+    result = run["result"]
+    assert result.returncode == 0, run["output"][-4000:]
+    assert "Traceback" not in run["output"]
+    assert "KPIs: town, 2 robots, seed 3" in result.stdout
+    assert "JSON report: " in result.stdout
+    report = json.loads(run["report_path"].read_text())
+    assert report == json.loads((run["workdir"] / "report.json").read_text())
+    for key in ("orders", "delivered", "failed", "cancelled", "mean_delivery_s",
+                "p95_delivery_s", "on_time_rate", "deliveries_per_robot_hour", "distance_m",
+                "safety_stops", "dispatch_p95_ms", "sim_seconds", "wall_seconds", "speedup"):
+        assert key in report
+    assert report["sim_seconds"] == pytest.approx(420.0)
+    assert report["orders"] >= 2
+    assert report["delivered"] >= 1, run["output"][-4000:]
+    assert report["collisions"] == 0
+    assert report["watchdog_stops"] == 0  # lockstep: no robot saw a stale scan
+    assert report["speedup"] > 1.0
+    assert report["lockstep"]["timeouts"] == {}
+
+
+@pytest.mark.timeout(450)
+def test_delivered_orders_went_through_the_whole_lifecycle(run: dict[str, Any]) -> None:
+    transitions: dict[str, list[str]] = {}
+    for line in run["result"].stdout.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0].startswith("[") and words[1].startswith("ord"):
+            transitions.setdefault(words[1], []).append(words[2])
+    delivered = [o for o, states in transitions.items() if states[-1] == "delivered"]
+    assert delivered, run["output"][-4000:]
+    for order in delivered:
+        assert transitions[order] == LIFECYCLE, (order, transitions[order])
+
+
+@pytest.mark.timeout(450)
+def test_the_people_acted_and_recipients_mistyped_first(run: dict[str, Any]) -> None:
+    report = json.loads(run["report_path"].read_text())
+    people = report["people"]
+    assert people["loads"] >= report["delivered"]
+    assert people["handoffs"] == report["delivered"]
+    assert people["wrong_pins"] >= 2 * people["handoffs_pin"]  # two wrong PINs before a PIN
+    assert people["no_shows"] == 0
+
+
+@pytest.mark.timeout(450)
+def test_robots_really_drive_no_teleporting(run: dict[str, Any]) -> None:
+    report = json.loads(run["report_path"].read_text())
+    assert max(report["distance_by_robot_m"].values()) > 30.0
+    with open(run["workdir"] / "trajectories.csv") as handle:
+        rows = [[float(v) for v in row] for row in list(csv.reader(handle))[1:]]
+    assert len(rows) >= 400  # a pose a second
+    for before, after in zip(rows, rows[1:], strict=False):
+        dt = after[0] - before[0]
+        for robot in range(2):
+            x0, y0 = before[1 + 3 * robot:3 + 3 * robot]
+            x1, y1 = after[1 + 3 * robot:3 + 3 * robot]
+            assert math.hypot(x1 - x0, y1 - y0) <= MAX_SPEED * dt + 1e-6

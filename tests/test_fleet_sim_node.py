@@ -126,7 +126,7 @@ class Probe:
 
 
 def test_clock_advances_and_stamps_are_sim_time(ros_executor: SpinningExecutor) -> None:
-    start_sim(ros_executor)
+    sim = start_sim(ros_executor)
     probe = Probe(ros_executor)
     wait_for(lambda: len(probe.clock) >= 10, 10.0, "/clock messages")
     assert all(b > a for a, b in zip(probe.clock, probe.clock[1:], strict=False))
@@ -135,7 +135,8 @@ def test_clock_advances_and_stamps_are_sim_time(ros_executor: SpinningExecutor) 
         "robot1", "odom", lambda m: sim_seconds(m.header.stamp) > probe.clock[0])
     assert odom.header.frame_id == "odom"
     assert odom.child_frame_id == "base_link"
-    assert sim_seconds(odom.header.stamp) <= probe.sim_now() + 1e-6  # sim time, not wall time
+    # Sim time, not wall time (the probe's own /clock queue may lag its odom queue).
+    assert sim_seconds(odom.header.stamp) <= sim.sim.time + 1e-6
     assert odom.pose.pose.position.x == pytest.approx(0.0, abs=1e-6)  # odom starts at zero
     truth = probe.wait("robot1", "ground_truth/pose")
     assert truth.header.frame_id == "map"
@@ -326,3 +327,113 @@ def test_navigation_and_safety_monitor_drive_robot1_through_town(
                       truth.pose.position.y - bakery[1]) < 0.3
     assert int(sim.sim.collision_counts.sum()) == 0
     assert sim_elapsed > wall  # faster than real time
+
+
+# ---- lockstep, holds, start/pause, driven clocks ----------------------------------------------
+
+
+def test_lockstep_holds_the_clock_until_the_robots_answer(ros_executor: SpinningExecutor) -> None:
+    """The clock advances a step only when cmd_vel_safe stamped with the last /clock arrived
+    from every robot; a silent robot is waited for only up to the grace."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import TwistStamped
+
+    sim = start_sim(ros_executor, lockstep=True, step_s=0.1, odom_rate_hz=10.0,
+                    lockstep_lead_s=0.1, lockstep_grace_s=30.0,
+                    lockstep_robots=["robot1", "robot2"])
+    probe = Probe(ros_executor, ("robot1", "robot2"))
+    wait_for(lambda: probe.cmd["robot1"].get_subscription_count() > 0
+             and probe.cmd["robot2"].get_subscription_count() > 0, 10.0, "the subscriptions")
+
+    def answer(robot: str, seconds: float) -> None:
+        msg = TwistStamped()
+        total = round(seconds * 1e9)
+        msg.header.stamp = Time(sec=total // 1_000_000_000, nanosec=total % 1_000_000_000)
+        probe.cmd[robot].publish(msg)
+
+    # Nothing can answer the start time (the robots' timers first fire at one period): the
+    # first step is free; from then on each needs both answers.
+    for step in range(1, 6):
+        now = round(step * 0.1, 9)
+        wait_for(lambda n=now: sim.sim.time >= n - 1e-9, 10.0, f"sim time {now}")
+        # Held: only robot1 has answered the clock of this step.
+        answer("robot1", now)
+        wait_for(lambda s=step: sim.lockstep_waits >= s, 10.0, "the simulator to wait")
+        assert sim.sim.time == pytest.approx(now, abs=1e-9)
+        answer("robot2", now)
+        wait_for(lambda n=now: sim.sim.time >= n + 0.1 - 1e-9, 10.0, "the next step")
+    assert sim.steps == 6
+    assert sim.lockstep_stats()["timeouts"] == {}
+    # Every /clock is on the step grid, in whole nanoseconds.
+    assert all(abs(t * 10 - round(t * 10)) < 1e-6 for t in probe.clock)
+
+
+def test_a_silent_robot_is_waited_for_only_up_to_the_grace(
+    ros_executor: SpinningExecutor,
+) -> None:
+    sim = start_sim(ros_executor, lockstep=True, step_s=0.1, lockstep_grace_s=0.3,
+                    lockstep_robots=["robot2"])
+    wait_for(lambda: sim.sim.time >= 1.0, 30.0, "the clock to go on without robot2")
+    assert sim.lockstep_stats()["timeouts"] == {"robot2": 1}  # then no longer waited for
+
+
+def test_hold_keeps_the_clock_until_release(ros_executor: SpinningExecutor) -> None:
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import TwistStamped
+
+    sim = start_sim(ros_executor, lockstep=True, step_s=0.1, lockstep_robots=["robot1"],
+                    lockstep_grace_s=30.0, start_paused=True)
+    probe = Probe(ros_executor)
+    # robot1 answers once for all time: only the hold holds the clock.
+    forever = TwistStamped()
+    forever.header.stamp = Time(sec=1_000_000)
+    wait_for(lambda: probe.cmd["robot1"].get_subscription_count() > 0, 10.0, "subscription")
+    probe.cmd["robot1"].publish(forever)
+    sim.run()
+    wait_for(lambda: sim.sim.time >= 0.5, 10.0, "the clock to run")
+    sim.hold("person")
+    held_at = sim.sim.time
+    wait_for(lambda: sim.lockstep_waits > 0, 10.0, "the simulator to wait")
+    assert sim.sim.time <= held_at + 0.1 + 1e-9  # at most the step under way
+    sim.release("person")
+    wait_for(lambda: sim.sim.time >= held_at + 1.0, 10.0, "the clock to go on")
+
+
+def test_start_paused_runs_on_request_and_drives_clocks_in_process(
+    ros_executor: SpinningExecutor,
+) -> None:
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import SetBool
+
+    sim = start_sim(ros_executor, start_paused=True, real_time_factor=0.0)
+    listener = ros_executor.add(Node("clock_listener", context=ros_executor.context,
+                                     parameter_overrides=[Parameter("use_sim_time", value=True)]))
+    sim.drive_clock(listener)
+    probe = Probe(ros_executor)
+    wait_for(lambda: len(probe.clock) >= 1, 10.0, "/clock while paused")
+    assert sim.steps == 0
+    assert sim.sim.time == 0.0
+    assert probe.call(SetBool, "/sim/run", SetBool.Request(data=True)).success
+    wait_for(lambda: sim.sim.time > 2.0, 10.0, "the clock to run")
+    # The listener's clock is the simulator's, without a /clock subscription of its own.
+    assert listener.count_subscribers("/clock") >= 1
+    assert not any(s.topic_name == "/clock" for s in listener.subscriptions)
+    now = listener.get_clock().now().nanoseconds * 1e-9
+    assert 2.0 < now <= sim.sim.time + 1e-6
+    sim.pause()
+    paused_at = sim.sim.time
+    probe.wait_sim(0.0)
+    wait_for(lambda: len(probe.clock) >= 3, 10.0, "/clock repeated while paused")
+    assert sim.sim.time <= paused_at + 0.05 + 1e-9
+    with pytest.raises(ValueError, match="use_sim_time"):
+        sim.drive_clock(probe.node)
+
+
+def test_refuses_a_lead_shorter_than_a_step_and_unknown_lockstep_robots(
+    ros_executor: SpinningExecutor,
+) -> None:
+    with pytest.raises(ValueError, match="lockstep_lead_s"):
+        start_sim(ros_executor, lockstep=True, lockstep_lead_s=0.01)
+    with pytest.raises(ValueError, match="not in robot_ids"):
+        start_sim(ros_executor, lockstep=True, lockstep_robots=["robot9"])

@@ -32,6 +32,7 @@ from delivery_robot.fleet_simulation import (
     PedestrianConfig,
     SimConfig,
     SimWorld,
+    spawn_poses,
 )
 from delivery_robot.route_graph import SignalCycle, load_route_graph
 from delivery_robot.world_geometry import BoxFootprint, CircleFootprint, WorldGeometry
@@ -450,3 +451,53 @@ def test_town_world_from_its_route_graph() -> None:
         assert route.geofence.covers(Point(x, y))
     assert np.isfinite(sim.scans).sum() > 500  # the garage walls around the depot
     assert sim.collision_counts.sum() == 0
+
+
+# -- where robots start ------------------------------------------------------------------------
+@pytest.mark.parametrize("world_name", ["town", "apartment"])
+def test_spawn_poses_chargers_first_then_parking_spots_off_the_lanes(world_name: str) -> None:
+    route = load_route_graph(ROOT / "config" / "worlds" / f"{world_name}.yaml")
+    world = SimWorld.from_route_graph(route)
+    poses = spawn_poses(route, world, 8)
+    assert poses == spawn_poses(route, world, 8)  # deterministic
+    assert len(poses) == 8
+    chargers = [(w.x, w.y) for w in route.chargers]
+    assert [(x, y) for x, y, _ in poses[:len(chargers)]] == chargers
+    depot = route.depots[0]
+    points = np.array([complex(x, y) for x, y, _ in poses])
+    gaps = np.abs(points[:, None] - points[None, :]) + np.eye(len(points)) * 1e9
+    assert gaps.min() >= 2.0 - 1e-9
+    assert np.abs(points - complex(depot.x, depot.y)).min() >= 2.0 - 1e-9
+    for x, y, _ in poses[len(chargers):]:
+        off_lane = min(Point(x, y).distance(_lane(route, lane)) for lane in route.lanes)
+        assert 2.5 - 1e-9 <= off_lane <= 4.0 + 1e-9
+        assert route.geofence.covers(Point(x, y))
+    FleetSimulation(world, poses)  # refuses spawns in a wall or on another robot
+
+
+def test_spawn_poses_say_when_the_depot_is_full() -> None:
+    route = load_route_graph(ROOT / "config" / "worlds" / "apartment.yaml")
+    with pytest.raises(ValueError, match="room to park only"):
+        spawn_poses(route, SimWorld.from_route_graph(route), 60)
+
+
+def _lane(route: object, lane: object) -> object:
+    from shapely.geometry import LineString
+
+    a, b = route.waypoint(lane.start), route.waypoint(lane.end)  # type: ignore[attr-defined]
+    return LineString([(a.x, a.y), (b.x, b.y)])
+
+
+def test_ghost_robots_pass_through_and_do_not_see_each_other() -> None:
+    spawns = [(3.0, 5.0, 0.0), (6.0, 5.0, math.pi)]  # head-on, 3 m apart
+    real = FleetSimulation(yard(), spawns, QUIET)
+    ghost = FleetSimulation(yard(), spawns, replace(QUIET, ghost_robots=True))
+    ahead = beam(real, 0.0)
+    assert real.scans[0][ahead] == pytest.approx(3.0 - 0.15 - K.radius, abs=0.01)
+    assert ghost.scans[0][ahead] > 3.0  # the other robot is not seen
+    for sim in (real, ghost):
+        drive(sim, 6.0, linear=0.8)
+    assert real.poses[0, 0] == pytest.approx(6.0 - 2 * K.radius, abs=0.05)  # stopped at it
+    assert real.collision_counts[1].sum() > 0
+    assert ghost.poses[0, 0] > 7.0  # straight through
+    assert ghost.collision_counts.sum() == 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -72,6 +72,7 @@ __all__ = [
     "SimEvent",
     "SimWorld",
     "Twist",
+    "spawn_poses",
 ]
 
 TWO_PI = 2.0 * math.pi
@@ -174,6 +175,9 @@ class SimConfig:
     pedestrians: PedestrianConfig = field(default_factory=PedestrianConfig)
     max_substep_s: float = 0.05  # step(dt) splits longer steps so nothing tunnels
     robot_height: float = DEFAULT_ROBOT_HEIGHT  # m, what the footprint collides with
+    # Robots pass through each other and no lidar sees another robot: a run without robot-robot
+    # traffic, to tell what traffic costs (never the default: robots do meet on sidewalks).
+    ghost_robots: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_substep_s <= 0.5 * self.kinematics.radius / max(
@@ -470,6 +474,8 @@ class FleetSimulation:
         self._not_self = np.ones((n, 2 * n + people), dtype=np.bool_)
         self._not_self[np.arange(n), np.arange(n)] = False
         self._not_self[np.arange(n), n + np.arange(n)] = False
+        if cfg.ghost_robots:
+            self._not_self[:, : 2 * n] = False  # robots never block each other
         self._body_radii = np.concatenate([np.full(n, k.radius),
                                            np.full(people, self.pedestrians.radius)])
         self._own_body = np.arange(n, dtype=np.int64)
@@ -744,13 +750,15 @@ class FleetSimulation:
 
     def _take_scan(self) -> None:
         lidar = self.config.lidar
+        if self.config.ghost_robots:  # only pedestrians are bodies to see
+            n = self.robot_count
+            bodies, radii, own = self.pedestrians.z, self._body_radii[n:], None
+        else:
+            bodies = np.concatenate([self._z, self.pedestrians.z])
+            radii, own = self._body_radii, self._own_body  # a lidar misses its own robot
         ranges = self._caster.cast_complex(
             self._z + self._lidar_mount * np.exp(1j * self._yaw),
-            self._yaw + lidar.mount_yaw,
-            np.concatenate([self._z, self.pedestrians.z]),
-            self._body_radii,
-            self._own_body,  # a lidar does not see its own robot
-        )
+            self._yaw + lidar.mount_yaw, bodies, radii, own)
         if lidar.noise_std > 0.0:
             # A window of the pre-drawn noise table at a random offset: drawing 3600 fresh
             # Gaussians would cost as much as a quarter of the cast itself.
@@ -912,6 +920,74 @@ class FleetSimulation:
 
     def _event(self, robot: int, kind: EventKind, detail: str = "") -> None:
         self._events.append(SimEvent(self._time, robot, kind, detail))
+
+
+# == where robots start ==========================================================================
+def spawn_poses(
+    route: RouteGraph,
+    world: SimWorld,
+    count: int,
+    config: SimConfig | None = None,
+    *,
+    spacing: float = 2.0,
+    lane_clearance: float = 2.5,
+    max_join: float = 4.0,
+    search_radius: float = 10.0,
+) -> list[tuple[float, float, float]]:
+    """Start poses (x, y, yaw in map) for `count` robots: the world's charger waypoints
+    first, then parking spots near the depot. Never the depot waypoint itself: it is a
+    through-point of the depot's circulation and where robots return to.
+
+    A parking spot is a point of a 0.5 m grid within `search_radius` of the depot that keeps
+    the footprint 0.3 m clear of static obstacles, stays `spacing` from every other robot and
+    `lane_clearance` off every lane (a parked robot must not block traffic: the safety
+    monitor's approach check sweeps well beyond a passing robot's footprint), and has a straight,
+    obstacle-free join of at most `max_join` to a lane (navigation joins the graph from there).
+    Nearest to the depot first; deterministic. Raises ValueError if the world has no room.
+    """
+    cfg = config or SimConfig()
+    radius = cfg.kinematics.radius
+    homes = route.depots or route.chargers
+    if not homes:
+        raise ValueError(f"world {route.world!r} has no depot or charger waypoint to start at")
+    home = homes[0]
+    poses = [(w.x, w.y, w.yaw or 0.0) for w in route.chargers][:count]
+    if len(poses) == count:
+        return poses
+    probe = FleetSimulation(world, [(home.x, home.y, 0.0)], replace(
+        cfg, lidar=replace(cfg.lidar, enabled=False), pedestrians=PedestrianConfig(count=0)))
+    taken = [complex(x, y) for x, y, _ in poses] + [complex(home.x, home.y)]
+    ends = [(route.waypoint(lane.start), route.waypoint(lane.end)) for lane in route.lanes]
+    a = np.array([complex(p.x, p.y) for p, _ in ends])
+    b = np.array([complex(q.x, q.y) for _, q in ends])
+    span = b - a
+    steps = np.arange(-search_radius, search_radius + 1e-9, 0.5)
+    grid = (home.x + steps[:, None] + 1j * (home.y + steps[None, :])).ravel()
+    grid = grid[np.argsort(np.abs(grid - complex(home.x, home.y)), kind="stable")]
+    grid = grid[np.abs(grid - complex(home.x, home.y)) <= search_radius]
+    grid = grid[probe._clearance(grid) >= radius + 0.3]
+    for z in grid:
+        if len(poses) == count:
+            break
+        if min(abs(z - t) for t in taken) < spacing:
+            continue
+        along = np.clip(((z - a) * span.conjugate()).real / np.maximum(np.abs(span) ** 2,
+                                                                          1e-12), 0.0, 1.0)
+        foot = a + along * span
+        gap = np.abs(z - foot)
+        if gap.min() < lane_clearance or gap.min() > max_join:
+            continue
+        join = foot[int(np.argmin(gap))]
+        samples = z + (join - z) * np.linspace(0.0, 1.0, 12)
+        if probe._clearance(samples).min() < radius:
+            continue
+        yaw = math.atan2((join - z).imag, (join - z).real)  # facing the lane it will join
+        poses.append((float(z.real), float(z.imag), yaw))
+        taken.append(z)
+    if len(poses) < count:
+        raise ValueError(f"world {route.world!r}: room to park only {len(poses)} robots near "
+                         f"{home.name!r}, asked for {count}")
+    return poses
 
 
 _CONTACT_EVENTS = (EventKind.COLLISION_STATIC, EventKind.COLLISION_ROBOT,
