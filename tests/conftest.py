@@ -28,3 +28,13 @@ os.environ["ROS_HOME"] = _ros_home
 atexit.register(shutil.rmtree, _ros_home, ignore_errors=True)
 
 pytest_plugins = ["ros_harness"]
+
+
+@pytest.fixture(autouse=True)
+def _ros_home_per_test(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh $ROS_HOME for every test: the handoff node and the mission executor resume
+    durable state from there, and one test's locked compartment must not be the next test's
+    starting state (seen in CI: a handoff coming up `locked_loaded` for another test's order).
+    Module-scoped fixtures keep the session home set above."""
+    monkeypatch.setenv("ROS_HOME", str(tmp_path_factory.mktemp("ros_home")))

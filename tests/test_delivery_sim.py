@@ -38,6 +38,8 @@ def run_sim(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     (["--set", "nodes.navigation=3"], "use nodes.<node>.<parameter>=VALUE"),
     (["--realtime", "--speed", "2"], "not allowed with argument"),
     (["--scenario", "/nonexistent/scenario.yaml"], "cannot read the scenario"),
+    (["--set", "sim.step_s=fast", "--port", "0"], "step_s"),
+    (["--set", "people.people.qr_share=2", "--port", "0"], "qr_share must be within 0..1"),
 ])
 def test_bad_flags_give_one_clear_line_and_exit_code_2(args: list[str], message: str) -> None:
     result = run_sim(*args)

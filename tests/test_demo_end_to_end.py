@@ -16,10 +16,6 @@ from typing import Any
 
 import pytest
 
-WHOLE_STACK_REGRESSION = ("whole-stack run regressed when lockstep simulation, durable handoff and "
-                          "coordinator changes were integrated together; see the issue 4/5 notes")
-
-
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 LIFECYCLE = ["requested", "assigned", "to_pickup", "awaiting_load", "in_transit",
@@ -33,7 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     report = workdir / "copy_of_report.json"
     result = subprocess.run(
         [sys.executable, "-m", "delivery_robot.nodes.delivery_sim", "--robots", "2",
-         "--duration", "7m", "--last-call", "4m", "--seed", "3", "--orders-per-hour", "10",
+         "--duration", "8m", "--last-call", "5m", "--seed", "2", "--orders-per-hour", "10",
          "--no-show-rate", "0", "--wrong-pin-rate", "1", "--port", "0", "--verbose",
          "--workdir", str(workdir), "--report", str(report),
          "--set", "people.people.load_delay_s=20", "--set", "people.people.handoff_delay_s=20"],
@@ -42,13 +38,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "output": result.stdout + result.stderr}
 
 
-@pytest.mark.xfail(strict=False, reason=WHOLE_STACK_REGRESSION)
 @pytest.mark.timeout(450)
 def test_the_run_ends_with_a_kpi_table_and_a_json_report(run: dict[str, Any]) -> None:
     result = run["result"]
     assert result.returncode == 0, run["output"][-4000:]
     assert "Traceback" not in run["output"]
-    assert "KPIs: town, 2 robots, seed 3" in result.stdout
+    assert "KPIs: town, 2 robots, seed 2" in result.stdout
     assert "JSON report: " in result.stdout
     report = json.loads(run["report_path"].read_text())
     assert report == json.loads((run["workdir"] / "report.json").read_text())
@@ -56,7 +51,7 @@ def test_the_run_ends_with_a_kpi_table_and_a_json_report(run: dict[str, Any]) ->
                 "p95_delivery_s", "on_time_rate", "deliveries_per_robot_hour", "distance_m",
                 "safety_stops", "dispatch_p95_ms", "sim_seconds", "wall_seconds", "speedup"):
         assert key in report
-    assert report["sim_seconds"] == pytest.approx(420.0)
+    assert report["sim_seconds"] == pytest.approx(480.0)
     assert report["orders"] >= 2
     assert report["delivered"] >= 1, run["output"][-4000:]
     assert report["collisions"] == 0
@@ -65,7 +60,6 @@ def test_the_run_ends_with_a_kpi_table_and_a_json_report(run: dict[str, Any]) ->
     assert report["lockstep"]["timeouts"] == {}
 
 
-@pytest.mark.xfail(strict=False, reason=WHOLE_STACK_REGRESSION)
 @pytest.mark.timeout(450)
 def test_delivered_orders_went_through_the_whole_lifecycle(run: dict[str, Any]) -> None:
     transitions: dict[str, list[str]] = {}
@@ -79,7 +73,6 @@ def test_delivered_orders_went_through_the_whole_lifecycle(run: dict[str, Any]) 
         assert transitions[order] == LIFECYCLE, (order, transitions[order])
 
 
-@pytest.mark.xfail(strict=False, reason=WHOLE_STACK_REGRESSION)
 @pytest.mark.timeout(450)
 def test_the_people_acted_and_recipients_mistyped_first(run: dict[str, Any]) -> None:
     report = json.loads(run["report_path"].read_text())
@@ -90,7 +83,6 @@ def test_the_people_acted_and_recipients_mistyped_first(run: dict[str, Any]) -> 
     assert people["no_shows"] == 0
 
 
-@pytest.mark.xfail(strict=False, reason=WHOLE_STACK_REGRESSION)
 @pytest.mark.timeout(450)
 def test_robots_really_drive_no_teleporting(run: dict[str, Any]) -> None:
     report = json.loads(run["report_path"].read_text())

@@ -16,10 +16,6 @@ from typing import Any
 import pytest
 from ros_harness import SpinningExecutor, wait_for
 
-WHOLE_STACK_REGRESSION = ("whole-stack run regressed when lockstep simulation, durable handoff and "
-                          "coordinator changes were integrated together; see the issue 4/5 notes")
-
-
 pytestmark = pytest.mark.ros
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,7 +272,6 @@ def test_refuses_sim_time_and_bad_starts(ros_executor: SpinningExecutor) -> None
         start_sim(ros_executor, start_poses=[0.0, 0.0])
 
 
-@pytest.mark.xfail(strict=False, reason=WHOLE_STACK_REGRESSION)
 @pytest.mark.slow
 def test_navigation_and_safety_monitor_drive_robot1_through_town(
     ros_executor: SpinningExecutor,

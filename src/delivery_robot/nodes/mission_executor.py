@@ -53,6 +53,7 @@ from nav_msgs.msg import Odometry
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
 from rclpy.action.client import ClientGoalHandle
 from rclpy.action.server import ServerGoalHandle
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import BatteryState
@@ -252,6 +253,10 @@ class MissionExecutorNode(Node):
             self, "resume_wait_s", 3.0,
             "On start, wait this long for handoff/state before resuming a journalled mission, "
             "s (resumes at once when heard)"))
+        self.peer_wait_s = float(declare(
+            self, "peer_wait_s", 15.0,
+            "Wait this long (wall clock) for the navigate server or handoff/assign to be "
+            "discovered before a drive or an assignment counts as failed, s"))
         self.size_class = int(declare(self, "size_class", 2,
                                       "Largest Order.SIZE_* the compartment takes"))
         self.max_payload_kg = float(declare(self, "max_payload_kg", 20.0,
@@ -267,6 +272,8 @@ class MissionExecutorNode(Node):
             raise ValueError(f"state_rate_hz: must be >= 1, got {self.state_rate_hz}")
         if not self.tick_period_s > 0.0 or not self.resume_wait_s >= 0.0:
             raise ValueError("tick_period_s must be > 0 and resume_wait_s >= 0")
+        if not self.peer_wait_s >= 0.0:
+            raise ValueError(f"peer_wait_s: must be >= 0, got {self.peer_wait_s}")
         if not 0.0 <= self.battery_reserve < 1.0:
             raise ValueError(f"battery_reserve: must be in [0, 1), got {self.battery_reserve}")
         if not 0 <= self.size_class <= 2 or not self.max_payload_kg > 0:
@@ -299,6 +306,8 @@ class MissionExecutorNode(Node):
         self._delivered: OrderedDict[str, None] = OrderedDict()
         self._published: tuple[Any, ...] | None = None
         self._nav_seq = 0
+        # Commands waiting for their peer to be discovered: (command, wall deadline).
+        self._waiting_for_peer: list[tuple[DriveTo | AssignCompartment, float]] = []
 
         self._wake = self.create_guard_condition(self._pump)
         self.state_publisher = self.create_publisher(RobotState, "robot_state", STATE_QOS)
@@ -317,6 +326,10 @@ class MissionExecutorNode(Node):
             goal_callback=self._on_goal, cancel_callback=self._on_cancel)
         self.create_timer(self.tick_period_s, self._on_tick)
         self.create_timer(1.0 / self.state_rate_hz, partial(self._publish_state, True))
+        # Discovery happens in wall time whatever the sim clock does (at 20x, a 1 s retry is
+        # 50 ms of wall time: less than DDS needs to match a fresh peer).
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(0.2, self._retry_waiting_for_peer, clock=self._steady)
         self._load_unfinished()
         self.get_logger().info(
             f"mission_executor up: robot {self.robot_id}, journal {path}, nav retries "
@@ -529,13 +542,45 @@ class MissionExecutorNode(Node):
             return
         self._lane = ""
         if not self.navigate.server_is_ready():
-            self._feed(NavigationEnded(command.goal, NavCode.FAILED,
-                                       "the navigate action server is not available"), active)
+            if not self._wait_for_peer(command):
+                self._feed(NavigationEnded(
+                    command.goal, NavCode.FAILED,
+                    f"the navigate action server is not available (waited "
+                    f"{self.peer_wait_s:g} s)"), active)
             return
         sent = self.navigate.send_goal_async(
             Navigate.Goal(waypoint=command.waypoint),
             feedback_callback=partial(self._on_nav_feedback, active))
         sent.add_done_callback(partial(self._on_nav_accepted, active, command))
+
+    def _wait_for_peer(self, command: DriveTo | AssignCompartment) -> bool:
+        """Park a command whose peer is not discovered yet; False once its wait is over."""
+        now = self._steady.now().nanoseconds * 1e-9
+        for i, (waiting, deadline) in enumerate(self._waiting_for_peer):
+            if waiting is command:
+                if now >= deadline:
+                    del self._waiting_for_peer[i]
+                    return False
+                return True
+        if self.peer_wait_s <= 0.0:
+            return False
+        self._waiting_for_peer.append((command, now + self.peer_wait_s))
+        return True
+
+    def _retry_waiting_for_peer(self) -> None:
+        for command, _ in list(self._waiting_for_peer):
+            if self._active is None:
+                self._waiting_for_peer.clear()
+                return
+            if self._peer_ready(command):
+                self._waiting_for_peer = [(c, d) for c, d in self._waiting_for_peer
+                                          if c is not command]
+            self._carry_out(command)  # sends it now, or fails it once its wait is over
+
+    def _peer_ready(self, command: DriveTo | AssignCompartment) -> bool:
+        if isinstance(command, DriveTo):
+            return bool(self.navigate.server_is_ready())
+        return bool(self.assign_client.service_is_ready())
 
     def _on_nav_accepted(self, active: _Active, command: DriveTo, future: Future
                          ) -> None:
@@ -593,8 +638,10 @@ class MissionExecutorNode(Node):
         if active is None:
             return
         if not self.assign_client.service_is_ready():
-            self._feed(HandoffAssigned(command.order_id, False, "unavailable",
-                                       "handoff/assign is not available"), active)
+            if not self._wait_for_peer(command):
+                self._feed(HandoffAssigned(
+                    command.order_id, False, "unavailable",
+                    f"handoff/assign is not available (waited {self.peer_wait_s:g} s)"), active)
             return
         future = self.assign_client.call_async(AssignHandoff.Request(
             order_id=command.order_id, shop_waypoint=command.shop_waypoint,
@@ -632,6 +679,7 @@ class MissionExecutorNode(Node):
         if self._active is active:
             self._active = None
             self._view = None
+            self._waiting_for_peer.clear()
             self._waypoint = active.runner.current_waypoint
         text = (f"mission {mission_id} finished {finished.outcome.name}: {finished.message}"
                 + ("" if active.handle is not None else " (resumed: no goal to answer)"))

@@ -76,7 +76,12 @@ def build_nodes(spec: Mapping[str, Any], context: Any = None) -> list[Any]:
             cls = getattr(module, entry["class"])
             params_file = Path(entry["params_file"]) if entry.get("params_file") else None
             values = node_parameters(params_file, entry["name"], namespace)
-            values.update(entry.get("parameters", {}))
+            for key, value in entry.get("parameters", {}).items():
+                # A whole number where the params file has a float (`20` for `20.0`): rclpy
+                # would refuse the type, so it is taken as the float it means.
+                if isinstance(values.get(key), float) and type(value) is int:
+                    value = float(value)
+                values[key] = value
             overrides = [Parameter(k, value=v) for k, v in values.items()]
             options: dict[str, Any] = {
                 "namespace": namespace, "parameter_overrides": overrides,
@@ -162,12 +167,22 @@ def drop_handlers_when_clock_runs(nodes: list[Any], dropped: Dropped) -> None:
     timer = owner.create_timer(0.5, check, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
-def make_executor(kind: str, context: Any = None) -> Any:
-    from rclpy.executors import SingleThreadedExecutor
+EXECUTOR_KINDS = ("single", "events")
 
+
+def make_executor(kind: str, context: Any = None) -> Any:
+    """`single`: rclpy's SingleThreadedExecutor (rebuilds a wait set in Python every round).
+    `events`: rclpy's EventsExecutor (rclpy.experimental, C++ event queue; Jazzy ships it as
+    experimental), which dispatches each callback without a wait-set round."""
     if kind == "single":
+        from rclpy.executors import SingleThreadedExecutor
+
         return SingleThreadedExecutor(context=context)
-    raise ValueError(f"executor must be 'single', got {kind!r}")
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    raise ValueError(f"executor must be one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +216,7 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
         return 2
 
     import rclpy
+    from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
@@ -211,9 +227,10 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     label = spec.get("namespace", "robot")
     try:
         nodes = build_nodes(spec)
-        if spec.get("drop_qos_event_handlers", True):
+        kind = str(spec.get("executor", "single"))
+        if spec.get("drop_qos_event_handlers", True) and kind == "single":
             drop_handlers_when_clock_runs(nodes, dropped)
-        executor = make_executor(str(spec.get("executor", "single")))
+        executor = make_executor(kind)
         for node in nodes:
             executor.add_node(node)
         executor.spin()
@@ -223,7 +240,7 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
         if rclpy.ok():
             raise
         # SIGINT/SIGTERM shut the context down while spin() built a wait set: a clean stop.
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as error:
+    except (ValueError, FileNotFoundError, KeyError, ImportError, ParameterException) as error:
         print(f"[{label}] cannot start: {error}", file=sys.stderr)
         return 2
     finally:

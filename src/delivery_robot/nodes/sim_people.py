@@ -71,21 +71,21 @@ class SimPeopleNode(Node):
     def _configure(self) -> None:
         world = declare(self, "world", "town", "World name: share/config/worlds/<world>.yaml")
         route_file = declare(self, "route_graph_file", "", "Route graph YAML; overrides world")
-        self.seed = int(declare(self, "seed", 0, "Seed of the order stream and the people"))
-        self.orders_until_s = float(declare(
-            self, "orders_until_s", 1800.0, "Shops order during [0, this) of sim time, s"))
-        self.tick_period_s = float(declare(self, "tick_period_s", 0.5,
-                                           "How often due orders and acts are checked, sim s"))
-        self.call_timeout_s = float(declare(
-            self, "call_timeout_s", 10.0, "An unanswered service call is tried again after "
-            "this many wall s"))
+        self.seed = int(self._number("seed", 0, "Seed of the order stream and the people"))
+        self.orders_until_s = self._number("orders_until_s", 1800.0,
+                                           "Shops order during [0, this) of sim time, s")
+        self.tick_period_s = self._number("tick_period_s", 0.5,
+                                          "How often due orders and acts are checked, sim s")
+        self.call_timeout_s = self._number(
+            "call_timeout_s", 10.0, "An unanswered service call is tried again after this "
+            "many wall s")
         day_start = str(declare(self, "day_start", "11:30", "Clock time of sim time 0 (HH:MM)"))
-        rate = float(declare(self, "orders_per_shop_hour", 3.6,
-                             "Base order rate of every shop, per hour (peaks add to it)"))
-        lunch = float(declare(self, "lunch_peak_factor", 2.0,
-                              "Extra rate at the lunch peak (12:15), as a multiple of the base"))
-        dinner = float(declare(self, "dinner_peak_factor", 2.5,
-                               "Extra rate at the dinner peak (18:30), as a multiple of the base"))
+        rate = self._number("orders_per_shop_hour", 3.6,
+                            "Base order rate of every shop, per hour (peaks add to it)")
+        lunch = self._number("lunch_peak_factor", 2.0,
+                             "Extra rate at the lunch peak (12:15), as a multiple of the base")
+        dinner = self._number("dinner_peak_factor", 2.5,
+                              "Extra rate at the dinner peak (18:30), as a multiple of the base")
         if not (self.tick_period_s > 0 and self.call_timeout_s > 0 and self.orders_until_s >= 0
                 and math.isfinite(self.orders_until_s)):
             raise ValueError("tick_period_s and call_timeout_s must be > 0, orders_until_s >= 0")
@@ -121,15 +121,26 @@ class SimPeopleNode(Node):
             f"in {self.orders_until_s:g} s (seed {self.seed}, expected "
             f"{self.generator.expected_orders(self.orders_until_s):.1f})")
 
+    def _number(self, name: str, default: float, description: str) -> float:
+        """A number parameter that takes an int or a float alike (a params file's `20` for
+        20.0), and refuses anything else by name."""
+        descriptor = ParameterDescriptor(description=description, dynamic_typing=True,
+                                         read_only=True)
+        value = self.declare_parameter(name, default, descriptor).value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name}: must be a number, got {value!r}")
+        return float(value)
+
     def _declare_people(self) -> PeopleConfig:
         """`people.<field>` parameters for every PeopleConfig value; the core validates them."""
         defaults = PeopleConfig()
         values: dict[str, Any] = {}
         for item in fields(PeopleConfig):
             default = getattr(defaults, item.name)
-            descriptor = ParameterDescriptor(description=f"sim_people.PeopleConfig.{item.name}",
-                                             read_only=True)
-            value = self.declare_parameter(f"people.{item.name}", default, descriptor).value
+            value = self._number(f"people.{item.name}", default,
+                                 f"sim_people.PeopleConfig.{item.name}")
+            if isinstance(default, int) and value != int(value):
+                raise ValueError(f"people.{item.name}: must be a whole number, got {value}")
             values[item.name] = type(default)(value)
         return PeopleConfig(**values)
 
