@@ -190,6 +190,22 @@ def test_busy_robot_is_not_sent_a_second_mission(make: Factory, clock: Clock) ->
     assert not missions(second.effects)
 
 
+def test_a_robot_with_goods_still_in_its_compartment_gets_no_new_mission(
+    make: Factory, clock: Clock
+) -> None:
+    """Goods brought back to the shop stay in the compartment until the shop takes them out:
+    the robot reports idle with no mission, but driving off would strand them on board."""
+    core = make()
+    core.on_robot_state(state("r1", waypoint="bakery", compartment_busy=True), clock.t)
+    reply = core.submit_order(request(), clock.t)
+    assert reply.accepted
+    assert states(reply.effects) == [S.REQUESTED]
+    assert not missions(reply.effects)
+    effects = core.on_robot_state(state("r1", waypoint="bakery"), clock.t)
+    assert states(effects) == [S.ASSIGNED]
+    assert missions(effects)[0].robot_id == "r1"
+
+
 @pytest.mark.parametrize(
     ("req", "code"),
     [

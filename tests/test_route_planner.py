@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from shapely.geometry import LineString
 
-from delivery_robot.route_graph import RouteGraph, load_route_graph, parse_route_graph
+from delivery_robot.route_graph import (
+    RouteGraph,
+    check_route_graph,
+    load_route_graph,
+    parse_route_graph,
+)
 from delivery_robot.route_planner import (
     NavCode,
     NoPath,
@@ -502,3 +508,80 @@ def test_plans_are_as_fast_as_networkx_on_a_generated_city() -> None:
             assert fence.covers(LineString(seg.points))
     assert compared > 200
     assert no_route > 5  # the notch in the fence and the closures do cut some routes
+
+
+# ---- keep right ---------------------------------------------------------------------------
+
+
+def town_kept_right(tmp_path: Path, keep_right: float, spur: float | None = None) -> Path:
+    """Town's route graph with a world keep_right (and one for its 2 m spurs), in tmp_path."""
+    data = yaml.safe_load(TOWN.read_text())
+    data["sdf"] = str(TOWN.parents[2] / "gazebo_worlds" / "town.sdf")
+    data["keep_right"] = keep_right
+    for lane in data["lanes"]:
+        if spur is not None and lane.get("width") == 2.0:
+            lane["keep_right"] = spur
+    path = tmp_path / "town.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_keep_right_moves_two_way_lanes_right_and_keeps_start_goal_and_crossings(
+    tmp_path: Path,
+) -> None:
+    """Robots meeting head-on on a sidewalk pass each other: each drives keep_right m right
+    of a two-way lane's centre line (never nearer its edge than the margin); one-way lanes, the
+    start and the goal stay where they are, and the crosswalk keeps its kerb stop."""
+    route = load_route_graph(town_kept_right(tmp_path, 0.5, spur=0.4), validate=False)
+    centre = RoutePlanner(load_route_graph(TOWN, validate=False)).plan("depot", "house_s4", 0.0)
+    right = RoutePlanner(route).plan("depot", "house_s4", 0.0)
+    assert isinstance(centre, Plan)
+    assert isinstance(right, Plan)
+    assert right.segments[0].points[0] == centre.segments[0].points[0]
+    assert right.segments[-1].points[-1] == centre.segments[-1].points[-1]
+    by_lane = {seg.lane_name: seg for seg in right.segments}
+    assert by_lane["depot->depot_exit_door"].points == \
+        next(s for s in centre.segments if s.lane_name == "depot->depot_exit_door").points
+    # East along the north sidewalk (y = 5.5, 3 m wide): 0.5 m to the right is y = 5.0.
+    assert all(y == pytest.approx(5.0) for _, y in by_lane["walk_n_bakery->walk_n_pharmacy"].points)
+    # South over the crosswalk (x = 0): right is west.
+    assert all(x == pytest.approx(-0.5)
+               for x, _ in by_lane["walk_n_crosswalk->walk_s_crosswalk"].points)
+    # A lane's own keep_right wins over the world's: 0.4 m on the 2 m spur.
+    back = RoutePlanner(route).plan("shop_bakery", "depot", 0.0)
+    assert isinstance(back, Plan)
+    spur = next(s for s in back.segments if s.lane_name == "shop_bakery->walk_n_bakery")
+    assert min(abs(x - (-28.0)) for x, _ in spur.points[1:]) == pytest.approx(0.4)
+    # Connected, measured, and the crossing is still on the crosswalk lane.
+    for a, b in zip(right.segments, right.segments[1:], strict=False):
+        assert a.points[-1] == pytest.approx(b.points[0])
+        assert b.s_start == pytest.approx(a.s_end)
+    assert right.length == pytest.approx(sum(s.length for s in right.segments))
+    (crossing,) = right.crossings
+    lane = by_lane["walk_n_crosswalk->walk_s_crosswalk"]
+    assert crossing.stop_s <= crossing.entry_s < crossing.exit_s <= lane.s_end + 1e-6
+    assert crossing.entry_s >= lane.s_start - 1e-6
+    # Westbound on the same sidewalk: the other side of the centre line (y = 6.0).
+    west = RoutePlanner(route).plan("house_s4", "depot", 0.0)
+    assert isinstance(west, Plan)
+    lane_w = next(s for s in west.segments if s.lane_name == "walk_n_pharmacy->walk_n_bakery")
+    assert all(y == pytest.approx(6.0) for _, y in lane_w.points)
+    # Turned off in the planner: the centre lines again.
+    off = RoutePlanner(route, PlannerParams(keep_right=False)).plan("depot", "house_s4", 0.0)
+    assert isinstance(off, Plan)
+    assert [seg.points for seg in off.segments] == [seg.points for seg in centre.segments]
+
+
+def test_the_validator_checks_kept_right_lines_against_width_and_obstacles(
+    tmp_path: Path,
+) -> None:
+    """Town's sidewalks have trees on their kerb side: keeping 0.5 m right runs eastbound
+    robots into them, and 1.5 m charger lanes have no room for it; the validator says so,
+    naming the lane, the direction and the obstacle."""
+    problems = [p.message for p in check_route_graph(town_kept_right(tmp_path, 0.5))]
+    assert any("'depot' -> 'charger_1': keeping 0.5 m right puts the robot outside" in m
+               for m in problems)
+    assert any("'walk_n_bakery' -> 'walk_n_pharmacy' kept 0.5 m right" in m and "tree_north_3"
+               in m for m in problems)
+    assert not any("'walk_n_pharmacy' -> 'walk_n_bakery' kept" in m for m in problems)
+    assert check_route_graph(town_kept_right(tmp_path, 0.0)) == []

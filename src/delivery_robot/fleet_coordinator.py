@@ -343,6 +343,10 @@ class RobotSample:
     mission_id: str = ""
     order_ids: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
+    # The compartment is not empty and locked (goods on board, open for loading or for a
+    # recipient, a fault): such a robot takes no new mission, even with no mission running:
+    # goods brought back to a shop must be taken out before the robot drives off.
+    compartment_busy: bool = False
 
 
 @dataclass
@@ -377,6 +381,7 @@ class RobotEntry:
             and s is not None
             and s.mode in _FREE_MODES
             and not s.mission_id
+            and not s.compartment_busy
             and self.mission_id is None
             and not self.hold_until_next_sample
         )

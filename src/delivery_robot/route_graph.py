@@ -126,6 +126,7 @@ class Lane:
     one_way: bool
     length: float
     width: float | None = None
+    keep_right: float | None = None  # m right of the centre line (two-way); None: the world's
 
     @property
     def travel_time(self) -> float:
@@ -195,8 +196,13 @@ class RouteGraph:
         shops: Iterable[Shop] = (),
         sdf_path: Path | None = None,
         source: str = "<route graph>",
+        keep_right: float = 0.0,
     ) -> None:
         self.world = world
+        # Robots drive this far right of a two-way lane's centre line (a lane's own keep_right
+        # wins), so two meeting head-on pass each other; the validator checks the offset lines
+        # against the lane width and the SDF's obstacles like the centre lines.
+        self.keep_right = keep_right
         self.sdf = sdf
         self.sdf_path = sdf_path
         self.source = source
@@ -225,6 +231,13 @@ class RouteGraph:
             if not lane.one_way:
                 g.add_edge(lane.end, lane.start, **attrs)
         self.graph: Any = g
+
+    def lane_offset(self, start: str, end: str) -> float:
+        """How far right of the centre line a robot drives `start -> end` (m; 0 one-way)."""
+        lane = self._lane_by_ends.get((start, end))
+        if lane is None or lane.one_way:
+            return 0.0
+        return lane.keep_right if lane.keep_right is not None else self.keep_right
 
     def __repr__(self) -> str:
         return (
@@ -398,9 +411,10 @@ def resolve_sdf_path(yaml_path: Path, sdf: str) -> Path | None:
 
 
 # == parsing ====================================================================================
-_TOP_KEYS = {"world", "sdf", "description", "waypoints", "lanes", "zones", "shops"}
+_TOP_KEYS = {"world", "sdf", "description", "keep_right", "waypoints", "lanes", "zones",
+             "shops"}
 _WAYPOINT_KEYS = {"name", "kind", "x", "y", "yaw", "dock_marker", "shop_id", "label"}
-_LANE_KEYS = {"from", "to", "speed_limit", "one_way", "width"}
+_LANE_KEYS = {"from", "to", "speed_limit", "one_way", "width", "keep_right"}
 _ZONE_KEYS = {"name", "kind", "polygon", "speed_limit", "green_s", "red_s", "offset_s", "label"}
 _SIGNAL_KEYS = ("green_s", "red_s", "offset_s")
 _SHOP_KEYS = {"shop_id", "name", "waypoint"}
@@ -436,9 +450,13 @@ class _Parser:
         lanes = self.lanes(self.items(data, "lanes", required=True), waypoints)
         zones = self.zones(self.items(data, "zones", required=False))
         shops = self.shops(self.items(data, "shops", required=False), waypoints)
+        keep_right = self.number(data, "keep_right", "top level", required=False)
+        if keep_right is not None and not keep_right >= 0.0:
+            self.add(ProblemKind.SCHEMA, f"top level: keep_right {keep_right} m must be >= 0")
+            keep_right = None
         route = RouteGraph(
             world=world, sdf=sdf, waypoints=waypoints.values(), lanes=lanes, zones=zones,
-            shops=shops, source=self.source,
+            shops=shops, source=self.source, keep_right=keep_right or 0.0,
         )
         return route, self.problems
 
@@ -500,6 +518,10 @@ class _Parser:
             speed = self.number(d, "speed_limit", where)
             one_way = self.boolean(d, "one_way", where)
             width = self.number(d, "width", where, required=False)
+            keep_right = self.number(d, "keep_right", where, required=False)
+            if keep_right is not None and not keep_right >= 0.0:
+                self.add(ProblemKind.BAD_LANE, f"{where}: keep_right {keep_right} m must be >= 0")
+                keep_right = None
             if speed is not None and not 0.0 < speed <= MAX_SPEED_LIMIT + _EPS:
                 self.add(
                     ProblemKind.BAD_SPEED_LIMIT,
@@ -529,7 +551,7 @@ class _Parser:
                 self.add(ProblemKind.BAD_LANE, f"{where}: duplicates {clash[0]}")
                 continue
             edges.update({e: where for e in directed})
-            out.append(Lane(start, end, speed, one_way, length, width))
+            out.append(Lane(start, end, speed, one_way, length, width, keep_right))
         return out
 
     def zones(self, items: list[tuple[str, Mapping[str, Any]]]) -> list[Zone]:
@@ -763,6 +785,15 @@ def validate_route_graph(
                 f"lane {lane.start!r} -> {lane.end!r}: width {lane.width} m is narrower "
                 f"than the robot ({2.0 * robot_half_width:.2f} m)",
             ))
+            continue
+        offset = route.lane_offset(lane.start, lane.end)
+        if lane.width is not None and offset + robot_half_width > 0.5 * lane.width + _EPS:
+            problems.append(Problem(
+                ProblemKind.BAD_LANE,
+                f"lane {lane.start!r} -> {lane.end!r}: keeping {offset:g} m right puts the "
+                f"robot outside its {lane.width:g} m width (at most "
+                f"{max(0.5 * lane.width - robot_half_width, 0.0):.2f} m)",
+            ))
     if geometry is not None:
         if route.world and geometry.world_name != route.world:
             problems.append(Problem(
@@ -865,6 +896,18 @@ def _check_obstacles(
                 f"lane {lane.start!r} -> {lane.end!r} "
                 + _how_close(float(gaps[i]), half_width, names[int(i)]),
             ))
+        offset = route.lane_offset(lane.start, lane.end)
+        if offset <= 0.0:
+            continue
+        for a, b in ((lane.start, lane.end), (lane.end, lane.start)):
+            gaps = clearances(_kept_right_line(route, a, b, offset))
+            for i in np.flatnonzero(gaps < half_width - _EPS):
+                problems.append(Problem(
+                    ProblemKind.LANE_THROUGH_OBSTACLE,
+                    f"lane {a!r} -> {b!r} kept {offset:g} m right "
+                    + _how_close(float(gaps[i]), half_width, names[int(i)])
+                    + "; lower the lane's keep_right",
+                ))
     for w in route.waypoints.values():
         gaps = clearances(w.point)
         for i in np.flatnonzero(gaps < half_width - _EPS):
@@ -882,6 +925,19 @@ def _how_close(
     if gap <= 0.0:
         return f"{inside} obstacle {obstacle!r}"
     return f"is {gap:.2f} m from obstacle {obstacle!r} (the robot needs {half_width:.2f} m)"
+
+
+def _kept_right_line(route: RouteGraph, start: str, end: str, offset: float) -> LineString:
+    """Where a robot drives `start -> end` kept right: the centre line moved `offset` right,
+    without its last 1.5 m at each end (the planner tapers to and from the waypoints there,
+    which the centre line's own check covers)."""
+    a, b = route.waypoints[start], route.waypoints[end]
+    length = math.hypot(b.x - a.x, b.y - a.y)
+    ux, uy = (b.x - a.x) / length, (b.y - a.y) / length
+    trim = min(1.5, 0.45 * length)
+    nx_, ny_ = uy * offset, -ux * offset
+    return LineString([(a.x + ux * trim + nx_, a.y + uy * trim + ny_),
+                       (b.x - ux * trim + nx_, b.y - uy * trim + ny_)])
 
 
 def _lane_line(route: RouteGraph, lane: Lane) -> LineString:

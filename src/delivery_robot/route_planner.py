@@ -98,6 +98,9 @@ class PlannerParams:
     start_outside_tolerance: float = 0.5  # m a robot may be outside the fence (localisation noise)
     cache_size: int = 1024  # waypoint-to-waypoint plans kept
     landmarks: int = 16  # A* landmarks (ALT): tighter lower bounds than distance / top speed
+    # Drive right of two-way lanes' centre lines as the route graph says (its keep_right):
+    # robots meeting head-on pass each other instead of blocking the lane for both.
+    keep_right: bool = True
 
     def __post_init__(self) -> None:
         positive = ("off_graph_speed", "max_join_distance", "reopen_after_s")
@@ -345,6 +348,12 @@ class RoutePlanner:
             [(b, t) for b, t, _ in adj] for adj in self._out
         ]
         self._closed_ids: set[int] = set()  # edges closed now, by index
+        self._offset: dict[tuple[str, str], float] = {}
+        if self.params.keep_right:
+            for u, v in self._length:
+                offset = self.route.lane_offset(u, v)
+                if offset > _EPS:
+                    self._offset[u, v] = offset
         # every whole lane as a plan step, ready for _assemble
         self._lane_pieces: dict[tuple[Node, Node], _Piece] = {}
         for (u, v), length in self._length.items():
@@ -821,10 +830,104 @@ class RoutePlanner:
             segments.append(Segment(piece.start, piece.end, piece.edge, (piece.a, piece.b),
                                     piece.length, piece.speed, s, flagged))
             s += piece.length
+        if self._offset and segments:
+            segments, crossings, s = self._keep_right(segments, crossings)
         eta = sum(seg.travel_time for seg in segments)
         waypoints = tuple(n for n in path if isinstance(n, str))
         return Plan(tuple(segments), tuple(crossings), start_xy, goal_xy, goal_yaw, goal_name,
                     waypoints, s, eta)
+
+    def _keep_right(
+        self, segments: list[Segment], crossings: list[Crossing]
+    ) -> tuple[list[Segment], list[Crossing], float]:
+        """The plan moved to the right of two-way lanes (`keep_right`).
+
+        Each lane step runs parallel to its lane at the lane's offset; consecutive steps meet
+        where their offset lines cross (a mitre), or, where that point is far off (an about-
+        turn, a near-straight change of offset), with a short sideways jog at the start of the
+        next step. An off-graph join ends (or starts) at the lane's offset line instead of its
+        centre line, so a robot already driving on the right joins without a sidestep. The
+        plan still starts at the start and ends exactly at the goal: the first and last lane
+        steps taper from and to the centre line. Crossings keep their place on their step
+        (distances scaled with the step's new length)."""
+        count = len(segments)
+        offsets = [self._offset.get(seg.lane, 0.0) if seg.lane else 0.0 for seg in segments]
+        if not any(offsets):
+            return segments, crossings, segments[-1].s_end
+        units: list[tuple[float, float]] = []
+        for seg in segments:
+            (ax, ay), (bx, by) = seg.points[0], seg.points[-1]
+            length = math.hypot(bx - ax, by - ay)
+            units.append(((bx - ax) / length, (by - ay) / length) if length > _EPS else (0., 0.))
+
+        def shifted(i: int, x: float, y: float) -> tuple[float, float]:
+            ux, uy = units[i]
+            return (x + uy * offsets[i], y - ux * offsets[i])  # right normal = (uy, -ux)
+
+        points: list[list[tuple[float, float]]] = [[] for _ in segments]
+        for k in range(1, count):  # the joint of steps k-1 and k
+            vx, vy = segments[k].points[0]
+            o1, o2 = offsets[k - 1], offsets[k]
+            if o1 == 0.0 and o2 == 0.0:
+                joint: list[tuple[float, float]] = [(vx, vy)]
+            elif segments[k - 1].lane is None:
+                joint = [shifted(k, vx, vy)]
+            elif segments[k].lane is None:
+                joint = [shifted(k - 1, vx, vy)]
+            else:
+                a1, a2 = shifted(k - 1, vx, vy), shifted(k, vx, vy)
+                (u1x, u1y), (u2x, u2y) = units[k - 1], units[k]
+                cross = u1x * u2y - u1y * u2x
+                joint = [a1, a2]  # a jog, unless the mitre is near
+                if abs(cross) > 0.2:
+                    t = ((a2[0] - a1[0]) * u2y - (a2[1] - a1[1]) * u2x) / cross
+                    mitre = (a1[0] + t * u1x, a1[1] + t * u1y)
+                    if math.hypot(mitre[0] - vx, mitre[1] - vy) <= 3.0 * max(o1, o2):
+                        joint = [mitre]
+                elif u1x * u2x + u1y * u2y > 0.0 and abs(o1 - o2) <= _EPS:
+                    joint = [a1]
+            points[k - 1].append(joint[0])
+            points[k].extend(joint)
+        first, last = segments[0], segments[-1]
+        start, goal = first.points[0], last.points[-1]
+        taper = 1.5  # m along the lane to reach (or leave) the offset line
+        if offsets[0] > 0.0 and first.lane is not None:
+            ux, uy = units[0]
+            d = min(taper, 0.5 * first.length)
+            points[0][:0] = [start, shifted(0, start[0] + ux * d, start[1] + uy * d)]
+        else:
+            points[0].insert(0, start)
+        if offsets[-1] > 0.0 and last.lane is not None:
+            ux, uy = units[-1]
+            d = min(taper, 0.5 * last.length)
+            end = last.points[-1]
+            if count == 1 and offsets[0] > 0.0:
+                d = min(d, 0.5 * last.length - 1e-3)
+            points[-1].extend([shifted(count - 1, end[0] - ux * d, end[1] - uy * d), goal])
+        else:
+            points[-1].append(goal)
+
+        old_ends = [seg.s_end for seg in segments]
+        moved: list[Segment] = []
+        s = 0.0
+        for seg, pts in zip(segments, points, strict=True):
+            pts = [pt for i, pt in enumerate(pts)
+                   if i == 0 or math.hypot(pt[0] - pts[i - 1][0], pt[1] - pts[i - 1][1]) > _EPS]
+            if len(pts) == 1:
+                pts.append(pts[0])
+            length = sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in pairwise(pts))
+            moved.append(replace(seg, points=tuple(pts), length=length, s_start=s))
+            s += length
+
+        def moved_s(old: float) -> float:
+            i = min(bisect.bisect_left(old_ends, old - _EPS), count - 1)
+            before, now = segments[i], moved[i]
+            share = (old - before.s_start) / before.length if before.length > _EPS else 0.0
+            return now.s_start + min(max(share, 0.0), 1.0) * now.length
+
+        crossings = [replace(c, stop_s=moved_s(c.stop_s), entry_s=moved_s(c.entry_s),
+                             exit_s=moved_s(c.exit_s)) for c in crossings]
+        return moved, crossings, s
 
     def _piece(
         self,

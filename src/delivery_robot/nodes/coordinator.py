@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from action_msgs.srv import CancelGoal
 from builtin_interfaces.msg import Time
 from delivery_interfaces.action import ExecuteMission
-from delivery_interfaces.msg import FleetState, Order, OrderStatus, RobotState
+from delivery_interfaces.msg import CompartmentState, FleetState, Order, OrderStatus, RobotState
 from delivery_interfaces.srv import CancelOrder, ConfirmLoaded, SubmitOrder
 from rclpy.action import ActionClient
 from rclpy.action.client import ClientGoalHandle
@@ -123,6 +123,8 @@ def robot_sample(msg: RobotState, robot_id: str) -> RobotSample:
         size_class=SizeClass(min(int(msg.size_class), int(SizeClass.LARGE))),
         max_payload_kg=float(msg.max_payload_kg), mission_id=msg.mission_id,
         order_ids=tuple(msg.order_ids), faults=tuple(msg.faults),
+        compartment_busy=(int(msg.compartment.handoff_state)
+                          != CompartmentState.HANDOFF_LOCKED_EMPTY),
     )
 
 

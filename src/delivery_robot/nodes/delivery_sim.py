@@ -167,7 +167,6 @@ class Scenario:
     people: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     robot_nodes: tuple[str, ...] = tuple(ROBOT_NODES)
-    executor: str = "single"  # of each robot process (robot_stack.EXECUTOR_KINDS)
 
     @property
     def orders_until_s(self) -> float:
@@ -222,16 +221,10 @@ def make_scenario(args: argparse.Namespace) -> Scenario:
             sim=dict(data.get("sim", {}) or {}),
             people=dict(data.get("people", {}) or {}),
             nodes={k: dict(v or {}) for k, v in (data.get("nodes", {}) or {}).items()},
-            executor=str(base.get("executor", "single")),
         )
         parse_clock(scenario.day_start)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    from delivery_robot.nodes.robot_stack import EXECUTOR_KINDS
-
-    if scenario.executor not in EXECUTOR_KINDS:
-        raise UsageError(f"scenario.executor must be one of {', '.join(EXECUTOR_KINDS)}, got "
-                         f"{scenario.executor!r}")
     if scenario.world not in WORLDS:
         raise UsageError(f"--world must be one of {', '.join(WORLDS)}, got {scenario.world!r}")
     if not 1 <= scenario.robots <= MAX_ROBOTS:
@@ -479,7 +472,7 @@ class Run:
             parameters = {"use_sim_time": True, **common[name], **s.nodes.get(name, {})}
             nodes.append({"name": name, "module": module, "class": cls,
                           "params_file": str(config_file(params)), "parameters": parameters})
-        return {"namespace": robot, "nodes": nodes, "executor": s.executor}
+        return {"namespace": robot, "nodes": nodes}
 
     def start_coordinator(self) -> None:
         s = self.scenario

@@ -85,6 +85,7 @@ _CORE_DESCRIPTIONS: dict[str, str] = {
     "reopen_after_s": "Default time a reported-blocked lane stays closed, s",
     "off_graph_speed": "Speed on straight joins between a pose and the route graph, m/s",
     "max_join_distance": "A pose farther than this from every lane has no path, m",
+    "keep_right": "Drive right of two-way lanes as the route graph's keep_right says",
 }
 
 

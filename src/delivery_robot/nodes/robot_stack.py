@@ -167,22 +167,12 @@ def drop_handlers_when_clock_runs(nodes: list[Any], dropped: Dropped) -> None:
     timer = owner.create_timer(0.5, check, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
-EXECUTOR_KINDS = ("single", "events")
-
-
 def make_executor(kind: str, context: Any = None) -> Any:
-    """`single`: rclpy's SingleThreadedExecutor (rebuilds a wait set in Python every round).
-    `events`: rclpy's EventsExecutor (rclpy.experimental, C++ event queue; Jazzy ships it as
-    experimental), which dispatches each callback without a wait-set round."""
+    from rclpy.executors import SingleThreadedExecutor
+
     if kind == "single":
-        from rclpy.executors import SingleThreadedExecutor
-
         return SingleThreadedExecutor(context=context)
-    if kind == "events":
-        from rclpy.experimental import EventsExecutor
-
-        return EventsExecutor(context=context)
-    raise ValueError(f"executor must be one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
+    raise ValueError(f"executor must be 'single', got {kind!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,10 +217,9 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     label = spec.get("namespace", "robot")
     try:
         nodes = build_nodes(spec)
-        kind = str(spec.get("executor", "single"))
-        if spec.get("drop_qos_event_handlers", True) and kind == "single":
+        if spec.get("drop_qos_event_handlers", True):
             drop_handlers_when_clock_runs(nodes, dropped)
-        executor = make_executor(kind)
+        executor = make_executor(str(spec.get("executor", "single")))
         for node in nodes:
             executor.add_node(node)
         executor.spin()

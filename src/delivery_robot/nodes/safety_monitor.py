@@ -10,7 +10,10 @@ Timing:
 - A new scan, an e-stop or a zone cap that turns the output into a stop publishes the zero at
   once, out of cycle, so the stop latency is not a control period (at the 15 km/h cap the
   robot covers 21 cm in one 20 Hz period, most of the stop zone's margin).
-- `safety/state` is published on every change and at least every `STATE_HEARTBEAT_S`.
+- `safety/state` is published on every change of what an operator acts on (limits, e-stops,
+  interventions, speed scale and cap) and at least every `STATE_HEARTBEAT_S`, which also
+  refreshes the nearest obstacle (it changes at every scan while the robot moves: publishing
+  it at the scan rate was a tenth of a simulated robot's CPU).
 - Time is the node clock (`use_sim_time` honoured); command and scan freshness compare their
   header stamps with it. A zero stamp (an unstamped publisher) counts as the arrival time.
 
@@ -431,9 +434,6 @@ class SafetyMonitorNode(Node):
             status.interventions,
             round(status.speed_scale, 2),
             round(status.max_speed, 2),
-            round(status.nearest_obstacle_distance, 2)
-            if math.isfinite(status.nearest_obstacle_distance)
-            else math.inf,
         )
         due = self._state_time is None or not 0.0 <= now - self._state_time < STATE_HEARTBEAT_S
         if key == self._state_key and not due:
