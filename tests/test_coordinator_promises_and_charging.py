@@ -42,7 +42,8 @@ DEMO = DemoMap(
     shops={"bakery": "bakery", "pharmacy": "pharmacy"},
     depot="depot",
 )
-POLICY = CoordinatorPolicy(heartbeat_timeout_s=1e6, navigation_retries=2, replan_period_s=0.0,
+POLICY = CoordinatorPolicy(one_robot_per_waypoint=False, heartbeat_timeout_s=1e6,
+                           navigation_retries=2, replan_period_s=0.0,
                            promise_margin_s=300.0, promise_queued_s=1200.0,
                            charge_below=0.3, charge_until=0.8)
 

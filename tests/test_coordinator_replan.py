@@ -37,7 +37,8 @@ WORLD = DemoMap(
     depot="depot",
 )
 # Replans only when a test asks (tick never reaches the period unless it moves the clock).
-POLICY = CoordinatorPolicy(replan_period_s=15.0, replan_when_requested=0, charge_below=0.0)
+POLICY = CoordinatorPolicy(one_robot_per_waypoint=False, replan_period_s=15.0,
+                           replan_when_requested=0, charge_below=0.0)
 
 Factory = Callable[..., FleetCoordinator]
 

@@ -40,8 +40,9 @@ DEMO = DemoMap(
     shops={"bakery": "bakery", "pharmacy": "pharmacy"},
     depot="depot",
 )
-POLICY = CoordinatorPolicy(heartbeat_timeout_s=5.0, navigation_retries=2,
-                           recipient_reminder_after_s=60.0)
+# Most tests send two robots to one shop at once; one_robot_per_waypoint has its own test.
+POLICY = CoordinatorPolicy(one_robot_per_waypoint=False, heartbeat_timeout_s=5.0,
+                           navigation_retries=2, recipient_reminder_after_s=60.0)
 
 
 class Clock:
@@ -204,6 +205,32 @@ def test_a_robot_with_goods_still_in_its_compartment_gets_no_new_mission(
     effects = core.on_robot_state(state("r1", waypoint="bakery"), clock.t)
     assert states(effects) == [S.ASSIGNED]
     assert missions(effects)[0].robot_id == "r1"
+
+
+def test_one_robot_at_a_time_per_shop_and_dropoff(make: Factory, clock: Clock) -> None:
+    """A second order of the same shop waits while the first robot is on its way there or
+    loading, even with a free robot; it goes once that robot has left loaded. The same holds
+    for a dropoff while a loaded robot drives to it or waits for the recipient."""
+    from dataclasses import replace as with_
+
+    core = make(policy=with_(POLICY, one_robot_per_waypoint=True))
+    core.on_robot_state(state("r1"), clock.t)
+    core.on_robot_state(state("r2"), clock.t)
+    first, goal = submitted(core, clock)
+    second = core.submit_order(request(dropoff="house_2"), clock.t)
+    assert second.order is not None
+    assert states(second.effects) == [S.REQUESTED]
+    assert "waypoint_busy" in core.queue_reason(second.order.order_id)
+    assert "r1 is at or on its way to bakery" in core.queue_reason(second.order.order_id)
+    load(core, clock, first, goal)
+    core.on_mission_feedback("r1", goal.mission_id, Leg.TO_DROPOFF, clock.t)
+    effects = core.tick(clock.t)  # the queue is tried every tick (and on every robot_state)
+    assert states(effects, second.order.order_id) == [S.ASSIGNED]
+    assert missions(effects)[0].robot_id == "r2"
+    # house_1 is r1's dropoff now: an order to it waits, one elsewhere goes.
+    third = core.submit_order(request(shop="pharmacy", dropoff="house_1"), clock.t)
+    assert third.order is not None
+    assert "r1 is at or on its way to house_1" in core.queue_reason(third.order.order_id)
 
 
 @pytest.mark.parametrize(

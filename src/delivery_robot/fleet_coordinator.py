@@ -123,6 +123,11 @@ _LEG_OF_MODE: dict[RobotMode, Leg] = {
     RobotMode.RETURNING: Leg.RETURNING,
 }
 _FREE_MODES = frozenset({RobotMode.IDLE, RobotMode.CHARGING})
+# Where an open order's robot is, or is going: its shop (before loading, and with goods coming
+# back) or its dropoff (loaded).
+_TO_SHOP_STATES = frozenset({OrderState.ASSIGNED, OrderState.TO_PICKUP, OrderState.AWAITING_LOAD,
+                             OrderState.RETURNING})
+_TO_DOOR_STATES = frozenset({OrderState.IN_TRANSIT, OrderState.AWAITING_RECIPIENT})
 
 
 class MissionOutcome(IntEnum):
@@ -257,6 +262,10 @@ class CoordinatorPolicy:
     # dispatched again until it reports at least `charge_until`.
     charge_below: float = 0.2
     charge_until: float = 0.8
+    # A shop's pickup point and a door's dropoff are dead ends one robot wide: an order whose
+    # shop or dropoff another robot is at (or driving to) for an open order waits until it
+    # has left, instead of sending a second robot to meet the first on its way out.
+    one_robot_per_waypoint: bool = True
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= 0 or self.navigation_retries < 0:
@@ -1042,8 +1051,16 @@ class FleetCoordinator:
         if not waiting:
             return
         robots = [self._snapshot(e) for e in self._robots.values() if e.sample is not None]
+        taken = self._taken_waypoints() if self._policy.one_robot_per_waypoint else {}
         for order in waiting:
             memo = self._memo.setdefault(order.order_id, _OrderMemo())
+            busy = [(w, taken[w]) for w in (order.pickup_waypoint, order.dropoff_waypoint)
+                    if w in taken]
+            if busy:  # see CoordinatorPolicy.one_robot_per_waypoint
+                where, robot_id = busy[0]
+                memo.queue_reason = (f"queued (waypoint_busy): {robot_id} is at or on its way "
+                                     f"to {where}")
+                continue
             candidates = [r for r in robots if r.robot_id not in memo.excluded_robots]
             if not any(r.available for r in candidates) and memo.queue_reason:
                 continue  # nothing changed for this order; keep its reason
@@ -1060,6 +1077,18 @@ class FleetCoordinator:
             self._assign(order, decision, effects)
             robots = [replace(r, available=False) if r.robot_id == decision.robot_id else r
                       for r in robots]
+
+    def _taken_waypoints(self) -> dict[str, str]:
+        """Shop and dropoff waypoints a robot is at or driving to for an open order -> robot."""
+        taken: dict[str, str] = {}
+        for order in self._store.open_orders():
+            if order.robot_id is None:
+                continue
+            if order.state in _TO_SHOP_STATES:
+                taken.setdefault(order.pickup_waypoint, order.robot_id)
+            elif order.state in _TO_DOOR_STATES:
+                taken.setdefault(order.dropoff_waypoint, order.robot_id)
+        return taken
 
     def _assign(self, order: StoredOrder, decision: Assignment, effects: list[Effect]) -> None:
         attempt = len(self._store.assignments(order.order_id)) + 1

@@ -173,6 +173,10 @@ class CoordinatorNode(Node):
             charge_until=declare(self, "charge_until", 0.8,
                                  "A robot sent to charge is dispatched again from this "
                                  "battery fraction"),
+            one_robot_per_waypoint=declare(
+                self, "one_robot_per_waypoint", True,
+                "An order waits while another robot is at (or driving to) its shop or dropoff "
+                "for an open order (dead ends one robot wide)"),
         )
         fleet = [RobotCapacity(SizeClass(declare(self, "fleet_max_size_class", 2,
                                                  "Largest compartment (Order.SIZE_*)")),
