@@ -233,6 +233,25 @@ def test_one_robot_at_a_time_per_shop_and_dropoff(make: Factory, clock: Clock) -
     assert "r1 is at or on its way to house_1" in core.queue_reason(third.order.order_id)
 
 
+def test_orders_of_one_shop_waiting_together_go_one_at_a_time(make: Factory,
+                                                               clock: Clock) -> None:
+    """Two orders of one shop queued before any robot reports: when two robots appear, only
+    one is sent to the shop (one dispatch round must not send both)."""
+    from dataclasses import replace as with_
+
+    core = make(policy=with_(POLICY, one_robot_per_waypoint=True))
+    a = core.submit_order(request(), clock.t)
+    b = core.submit_order(request(dropoff="house_2"), clock.t)
+    assert a.order is not None
+    assert b.order is not None
+    core.on_robot_state(state("r1"), clock.t)
+    core.on_robot_state(state("r2"), clock.t)
+    core.tick(clock.t)
+    assigned = [o for o in (a.order.order_id, b.order.order_id)
+                if core.history(o)[-1].state is S.ASSIGNED]
+    assert len(assigned) == 1
+
+
 @pytest.mark.parametrize(
     ("req", "code"),
     [

@@ -889,8 +889,10 @@ class FleetCoordinator:
 
     def _apply_moves(self, job: ReplanJob, result: FleetReplan, effects: list[Effect]) -> None:
         """One order per mission: a move goes out only to a robot free now, for the order it
-        would do first; a stale move (the order changed since the snapshot) is skipped."""
+        would do first; a stale move (the order changed since the snapshot) is skipped, and so
+        is one to a shop or dropoff another robot is at or driving to (one_robot_per_waypoint)."""
         taken: set[str] = set()
+        places = self._taken_waypoints() if self._policy.one_robot_per_waypoint else {}
         for move in result.moves:
             order = self._store.find(move.order_id)
             if (order is None or order.state not in _MOVABLE
@@ -902,6 +904,9 @@ class FleetCoordinator:
                     or move.to_robot in taken):
                 continue  # a busy robot: it takes the order after its mission, if ever
             if result.sequences.get(move.to_robot, ())[:1] != (move.order_id,):
+                continue
+            if any(places.get(w, order.robot_id) != order.robot_id
+                   for w in (order.pickup_waypoint, order.dropoff_waypoint)):
                 continue
             memo = self._memo.setdefault(move.order_id, _OrderMemo())
             assignment = result.assignments.get(move.order_id)
@@ -920,6 +925,8 @@ class FleetCoordinator:
             memo.queue_reason = ""
             self._assign(order, assignment, effects)
             taken.add(move.to_robot)
+            if self._policy.one_robot_per_waypoint:
+                places[order.pickup_waypoint] = move.to_robot
             self.replans_applied += 1
 
     # -- promises and charging --------------------------------------------------------------
@@ -1075,6 +1082,8 @@ class FleetCoordinator:
                 continue
             memo.queue_reason = ""
             self._assign(order, decision, effects)
+            if self._policy.one_robot_per_waypoint:
+                taken.setdefault(order.pickup_waypoint, decision.robot_id)
             robots = [replace(r, available=False) if r.robot_id == decision.robot_id else r
                       for r in robots]
 
