@@ -597,3 +597,22 @@ def test_a_result_within_the_grace_is_applied_once(make: Factory, clock: Clock) 
     failed = core.on_mission_result("r1", goal.mission_id, MissionOutcome.NOT_LOADED, clock.t)
     assert states(failed) == [S.FAILED]
     assert states(core.tick(clock.t + 10.0), order_id) == []
+
+
+def test_a_robot_busy_at_a_dropoff_keeps_others_away(
+    make: Factory, clock: Clock
+) -> None:
+    """r2 is still busy at house_2 (its mission runs there): an order to house_2 waits, as r1
+    would meet r2 in the dead end; once r2 is free it goes."""
+    from dataclasses import replace as with_
+
+    core = make(policy=with_(POLICY, one_robot_per_waypoint=True))
+    core.on_robot_state(state("r1"), clock.t)
+    core.on_robot_state(state("r2", mode=RobotMode.TO_DROPOFF, waypoint="house_2",
+                              mission="m-old"), clock.t)
+    reply = core.submit_order(request(dropoff="house_2"), clock.t)
+    assert reply.order is not None
+    assert not missions(reply.effects)
+    assert "r2 is at or on its way to house_2" in core.queue_reason(reply.order.order_id)
+    effects = core.on_robot_state(state("r2", waypoint="house_2"), clock.t)
+    assert len(missions(effects)) == 1

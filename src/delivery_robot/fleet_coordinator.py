@@ -127,7 +127,8 @@ _FREE_MODES = frozenset({RobotMode.IDLE, RobotMode.CHARGING})
 # back) or its dropoff (loaded).
 _TO_SHOP_STATES = frozenset({OrderState.ASSIGNED, OrderState.TO_PICKUP, OrderState.AWAITING_LOAD,
                              OrderState.RETURNING})
-_TO_DOOR_STATES = frozenset({OrderState.IN_TRANSIT, OrderState.AWAITING_RECIPIENT})
+_TO_DOOR_STATES = frozenset({OrderState.ASSIGNED, OrderState.TO_PICKUP, OrderState.AWAITING_LOAD,
+                             OrderState.IN_TRANSIT, OrderState.AWAITING_RECIPIENT})
 
 
 class MissionOutcome(IntEnum):
@@ -926,7 +927,7 @@ class FleetCoordinator:
             self._assign(order, assignment, effects)
             taken.add(move.to_robot)
             if self._policy.one_robot_per_waypoint:
-                places[order.pickup_waypoint] = move.to_robot
+                places[order.pickup_waypoint] = places[order.dropoff_waypoint] = move.to_robot
             self.replans_applied += 1
 
     # -- promises and charging --------------------------------------------------------------
@@ -1084,18 +1085,27 @@ class FleetCoordinator:
             self._assign(order, decision, effects)
             if self._policy.one_robot_per_waypoint:
                 taken.setdefault(order.pickup_waypoint, decision.robot_id)
+                taken.setdefault(order.dropoff_waypoint, decision.robot_id)
             robots = [replace(r, available=False) if r.robot_id == decision.robot_id else r
                       for r in robots]
 
     def _taken_waypoints(self) -> dict[str, str]:
-        """Shop and dropoff waypoints a robot is at or driving to for an open order -> robot."""
+        """Shop and dropoff waypoints -> the robot at them, or driving to them for an open
+        order (its shop until loaded or with goods coming back; its dropoff until delivered)."""
         taken: dict[str, str] = {}
+        for entry in self._robots.values():
+            # A robot busy at a shop or a door (handing over, or just leaving on its way back);
+            # a free one standing there is one the dispatcher may send anywhere.
+            here = entry.sample.current_waypoint if entry.sample is not None else ""
+            if (here and not entry.free
+                    and self._world.waypoint_kinds.get(here) in ("shop", "dropoff")):
+                taken.setdefault(here, entry.robot_id)
         for order in self._store.open_orders():
             if order.robot_id is None:
                 continue
             if order.state in _TO_SHOP_STATES:
                 taken.setdefault(order.pickup_waypoint, order.robot_id)
-            elif order.state in _TO_DOOR_STATES:
+            if order.state in _TO_DOOR_STATES:
                 taken.setdefault(order.dropoff_waypoint, order.robot_id)
         return taken
 
