@@ -616,3 +616,32 @@ def test_a_robot_busy_at_a_dropoff_keeps_others_away(
     assert "r2 is at or on its way to house_2" in core.queue_reason(reply.order.order_id)
     effects = core.on_robot_state(state("r2", waypoint="house_2"), clock.t)
     assert len(missions(effects)) == 1
+
+
+def test_a_robot_left_free_away_from_home_is_sent_home(make: Factory, clock: Clock) -> None:
+    """A cancelled or re-planned mission leaves a robot standing where it was (maybe in a
+    lane): after return_home_after_s free there it gets a return mission home; at home, or
+    with an order to do, it does not."""
+    from dataclasses import replace as with_
+
+    core = make(policy=with_(POLICY, return_home_after_s=10.0))
+    t0 = clock.t
+
+    def report(at: float, r1_waypoint: str = "bakery") -> None:  # each robot's heartbeat
+        core.on_robot_state(state("r1", waypoint=r1_waypoint), at)
+        core.on_robot_state(state("r2"), at)  # at the depot: home
+
+    report(t0)
+    report(t0 + 5.0)
+    assert not missions(core.tick(t0 + 5.0))
+    report(t0 + 11.0)
+    (home,) = missions(core.tick(t0 + 11.0))
+    assert (home.robot_id, home.kind, home.return_waypoint) == ("r1", MissionKind.RETURN,
+                                                                 "depot")
+    core.on_robot_state(state("r1", mode=RobotMode.RETURNING, waypoint="",
+                              mission=home.mission_id), t0 + 12.0)
+    assert not missions(core.tick(t0 + 12.0))  # r1 is busy now; r2 is home
+    core.on_mission_result("r1", home.mission_id, MissionOutcome.SUCCEEDED, t0 + 40.0)
+    report(t0 + 40.0, r1_waypoint="depot")
+    report(t0 + 60.0, r1_waypoint="depot")
+    assert not missions(core.tick(t0 + 60.0))

@@ -110,6 +110,7 @@ _UNLOADED = frozenset({_S.ASSIGNED, _S.TO_PICKUP, _S.AWAITING_LOAD})
 _MOVABLE = frozenset({_S.REQUESTED, _S.ASSIGNED, _S.TO_PICKUP})
 _RETURN_SUFFIX = "-return"
 _CHARGE_PREFIX = "charge-"
+_HOME_PREFIX = "home-"  # a free robot left away from home (a cancelled or failed mission)
 _CHARGE_RETRY_S = 30.0  # after a refused or failed charge mission, ask again this much later
 _UNUSABLE_MODES = frozenset({RobotMode.ESTOP, RobotMode.FAULT})
 
@@ -267,6 +268,9 @@ class CoordinatorPolicy:
     # shop or dropoff another robot is at (or driving to) for an open order waits until it
     # has left, instead of sending a second robot to meet the first on its way out.
     one_robot_per_waypoint: bool = True
+    # A robot free for this long away from home and chargers (its mission was cancelled or
+    # re-planned away, or failed) is sent home, so it does not stand in a lane; 0 = never.
+    return_home_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= 0 or self.navigation_retries < 0:
@@ -279,6 +283,8 @@ class CoordinatorPolicy:
             raise ValueError("replan_period_s must be >= 0 and replan_time_limit_s > 0")
         if self.replan_when_requested < 0:
             raise ValueError("replan_when_requested must be >= 0")
+        if not self.return_home_after_s >= 0:
+            raise ValueError("return_home_after_s must be >= 0")
         if self.promise_margin_s < 0 or self.promise_queued_s < 0:
             raise ValueError("promise_margin_s and promise_queued_s must be >= 0")
         if not 0.0 <= self.charge_below < 1.0 or not self.charge_below <= self.charge_until <= 1.0:
@@ -376,6 +382,8 @@ class RobotEntry:
     # Battery went below charge_below: not dispatched until it reports charge_until.
     needs_charge: bool = False
     next_charge_at: float = -math.inf  # no charge mission before this (after a refusal)
+    free_since: float | None = None  # free (and online) since; None while busy
+    next_home_at: float = -math.inf  # no home mission before this (after one failed)
 
     def run(self, mission_id: str | None, *, confirmed: bool = False) -> None:
         """Believe the robot runs `mission_id` from now on (None: free)."""
@@ -704,6 +712,10 @@ class FleetCoordinator:
             else:
                 self._follow(entry, effects, now)
             self._dispatch_queue(effects, now)
+            if not entry.free:
+                entry.free_since = None
+            elif entry.free_since is None:
+                entry.free_since = now
             return self._emit(effects)
 
     def on_mission_feedback(
@@ -785,6 +797,7 @@ class FleetCoordinator:
                     self._ended_without_result_decide(entry, effects, now)
             self._remind_recipients(effects, now)
             self._dispatch_queue(effects, now)
+            self._send_home(effects, now)
             job = None
             if self._policy.replan_period_s > 0 and now >= self._next_replan_at:
                 self._next_replan_at = now + self._policy.replan_period_s
@@ -954,6 +967,30 @@ class FleetCoordinator:
             entry.needs_charge = True
         elif sample.battery >= policy.charge_until:
             entry.needs_charge = False
+
+    def _send_home(self, effects: list[Effect], now: float) -> None:
+        """Free robots left away from home and chargers for `return_home_after_s`: home."""
+        after = self._policy.return_home_after_s
+        if after <= 0:
+            return
+        for entry in self._robots.values():
+            if not (entry.free and not entry.needs_charge and entry.free_since is not None
+                    and now - entry.free_since >= after and now >= entry.next_home_at):
+                continue
+            waypoint = self._snapshot(entry).waypoint
+            if waypoint == self._world.home or waypoint in self._world.chargers:
+                continue
+            self._charge_count += 1
+            mission_id = f"{_HOME_PREFIX}{entry.robot_id}-{int(now)}-{self._charge_count}"
+            entry.run(mission_id)
+            entry.free_since = None
+            self._missions[mission_id] = _MissionInfo(entry.robot_id, (), MissionKind.RETURN)
+            effects.append(SendMission(
+                robot_id=entry.robot_id, mission_id=mission_id, kind=MissionKind.RETURN,
+                orders=(), pickup_waypoint="", dropoff_waypoint="",
+                return_waypoint=self._world.home, load_timeout_s=self._policy.load_timeout_s,
+                handoff_timeout_s=self._policy.handoff_timeout_s,
+            ))
 
     def _send_charges(self, effects: list[Effect], now: float) -> None:
         """Free robots low on battery and away from a charger: to the nearest charger."""
@@ -1192,6 +1229,11 @@ class FleetCoordinator:
                                      f"{mission_id} ended {outcome.name.lower()} ({message})",
                                      robot_id=robot_id))
             return
+        if info.kind is MissionKind.RETURN and mission_id.startswith(_HOME_PREFIX):
+            entry = self._robots.get(robot_id)
+            if entry is not None and outcome is not MissionOutcome.SUCCEEDED:
+                entry.next_home_at = now + _CHARGE_RETRY_S  # not again at once
+            return
         if info.kind is MissionKind.RETURN:
             self._return_result(info, mission_id, outcome, message, orders, effects)
             return
@@ -1358,8 +1400,8 @@ class FleetCoordinator:
                                  robot_id=sample.robot_id))
 
     def _owns(self, robot_id: str, mission_id: str) -> bool:
-        if mission_id.startswith(f"{_CHARGE_PREFIX}{robot_id}-"):
-            return True  # a charge we sent (before a restart, too): let it finish
+        if mission_id.startswith((f"{_CHARGE_PREFIX}{robot_id}-", f"{_HOME_PREFIX}{robot_id}-")):
+            return True  # a charge or a way home we sent (before a restart, too): let it finish
         base = mission_id.removesuffix(_RETURN_SUFFIX)
         return any(o.mission_id == base for o in self._store.orders_by_robot(robot_id))
 

@@ -36,6 +36,7 @@ MAX_SPEED_LIMIT = 15.0 / 3.6
 PARK_SPEED_LIMIT = 5.0 / 3.6
 # A ~0.6 m wide delivery robot plus 5 cm: the clearance a lane needs on each side.
 DEFAULT_ROBOT_HALF_WIDTH = 0.35
+KEEP_RIGHT_MARGIN = 0.15  # m more than the half-width between a kept-right line and obstacles
 # Collision shapes between these heights can stop a robot (a 15 cm kerb does; a 2 cm lip and a
 # tree canopy at 3 m do not).
 MIN_OBSTACLE_HEIGHT = 0.03
@@ -899,13 +900,16 @@ def _check_obstacles(
         offset = route.lane_offset(lane.start, lane.end)
         if offset <= 0.0:
             continue
+        # Robots drive past obstacles along a kept-right line for its whole length: keep the
+        # safety monitor's stop zone (about the half-width) off them, with a margin for noise.
+        need = half_width + KEEP_RIGHT_MARGIN
         for a, b in ((lane.start, lane.end), (lane.end, lane.start)):
             gaps = clearances(_kept_right_line(route, a, b, offset))
-            for i in np.flatnonzero(gaps < half_width - _EPS):
+            for i in np.flatnonzero(gaps < need - _EPS):
                 problems.append(Problem(
                     ProblemKind.LANE_THROUGH_OBSTACLE,
                     f"lane {a!r} -> {b!r} kept {offset:g} m right "
-                    + _how_close(float(gaps[i]), half_width, names[int(i)])
+                    + _how_close(float(gaps[i]), need, names[int(i)])
                     + "; lower the lane's keep_right",
                 ))
     for w in route.waypoints.values():

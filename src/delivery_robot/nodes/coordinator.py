@@ -173,6 +173,9 @@ class CoordinatorNode(Node):
             charge_until=declare(self, "charge_until", 0.8,
                                  "A robot sent to charge is dispatched again from this "
                                  "battery fraction"),
+            return_home_after_s=declare(
+                self, "return_home_after_s", 0.0,
+                "Send a robot free this long away from home and chargers home (s); 0 = never"),
             one_robot_per_waypoint=declare(
                 self, "one_robot_per_waypoint", True,
                 "An order waits while another robot is at (or driving to) its shop or dropoff "
