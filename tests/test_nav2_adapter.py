@@ -188,7 +188,9 @@ def test_route_goes_to_nav2_through_our_corners(planner: RoutePlanner) -> None:
     plan = task.plan
     assert plan is not None
     xy = [(round(p.pose.position.x, 3), round(p.pose.position.y, 3)) for p in stand_in.sent_poses]
-    assert xy[-2:] == [(-12.0, 5.5), (-12.0, 8.0)]
+    assert xy[-1] == (-12.0, 8.0)
+    # the corner onto the shop's spur; town keeps robots 0.5 m right there (route graph)
+    assert math.dist(xy[-2], (-12.0, 5.5)) <= 0.5 + 1e-6
     assert all(p.header.frame_id == "map" for p in stand_in.sent_poses)
     last = stand_in.sent_poses[-1].pose.orientation
     assert math.isclose(2.0 * math.atan2(last.z, last.w), math.pi / 2, abs_tol=1e-3)

@@ -266,8 +266,9 @@ class CoordinatorPolicy:
     charge_until: float = 0.8
     # A shop's pickup point and a door's dropoff are dead ends one robot wide: an order whose
     # shop or dropoff another robot is at (or driving to) for an open order waits until it
-    # has left, instead of sending a second robot to meet the first on its way out.
-    one_robot_per_waypoint: bool = True
+    # has left, instead of sending a second robot to meet the first on its way out. (Off here,
+    # on in config/coordinator.yaml: the emulated robots of the tablet demo have no traffic.)
+    one_robot_per_waypoint: bool = False
     # A robot free for this long away from home and chargers (its mission was cancelled or
     # re-planned away, or failed) is sent home, so it does not stand in a lane; 0 = never.
     return_home_after_s: float = 0.0

@@ -177,7 +177,7 @@ class CoordinatorNode(Node):
                 self, "return_home_after_s", 0.0,
                 "Send a robot free this long away from home and chargers home (s); 0 = never"),
             one_robot_per_waypoint=declare(
-                self, "one_robot_per_waypoint", True,
+                self, "one_robot_per_waypoint", False,
                 "An order waits while another robot is at (or driving to) its shop or dropoff "
                 "for an open order (dead ends one robot wide)"),
         )
