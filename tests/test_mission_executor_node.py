@@ -205,11 +205,19 @@ class Robot:
                     f"mission {s.mission_id!r}, waypoint {s.current_waypoint!r}, lane "
                     f"{s.current_lane!r}, at ({s.pose.position.x:.1f}, {s.pose.position.y:.1f}))")
 
+        matched: list[Any] = []
+
+        def check() -> bool:
+            state = self.state  # one message: a newer one may arrive meanwhile
+            if state is not None and predicate(state):
+                matched.append(state)
+            return bool(matched)
+
         try:
-            wait_for(lambda: self.state is not None and predicate(self.state), timeout, what)
+            wait_for(check, timeout, what)
         except pytest.fail.Exception:
             pytest.fail(f"timed out after {timeout:g} s waiting for {describe()}")
-        return self.state
+        return matched[0]
 
     def wait_handoff(self, handoff_state: int, timeout: float = 20.0) -> None:
         wait_for(lambda: self.handoff is not None and self.handoff.handoff_state == handoff_state,
@@ -490,8 +498,8 @@ def test_sigkill_mid_mission_resumes_in_the_right_leg(
     assert robot.modes()[:2] == [MODE_TO_DROPOFF, MODE_AWAITING_RECIPIENT]  # never to pickup
     robot.recipient_takes("o-kill", 1, issued.qr_token)
     robot.wait_state(lambda s: s.mode == MODE_RETURNING, 30.0, "robot1 returning")
-    done = robot.wait_state(lambda s: s.mode == MODE_IDLE, 60.0, "robot1 idle again")
-    assert done.mission_id == ""
+    done = robot.wait_state(lambda s: s.mode == MODE_IDLE and not s.mission_id, 60.0,
+                            "robot1 idle again, with no mission")
     assert done.current_waypoint == BAKERY
     stack.executor.stop()
     journal = MissionJournal(stack.journal)
