@@ -26,7 +26,7 @@ from delivery_robot.path_tracking import (
     wrap_angle,
 )
 from delivery_robot.route_graph import RouteGraph, load_route_graph
-from delivery_robot.route_planner import NavCode, Plan, PlannerParams, Pose2D, RoutePlanner
+from delivery_robot.route_planner import NavCode, Plan, Pose2D, RoutePlanner
 
 TOWN = Path(__file__).resolve().parents[1] / "config" / "worlds" / "town.yaml"
 DT = 0.05
@@ -47,9 +47,7 @@ def route() -> RouteGraph:
 
 @pytest.fixture
 def planner(route: RouteGraph) -> RoutePlanner:
-    # fresh per test: closures must not leak between tests; centre lines (keep_right has its
-    # own tests in test_route_planner.py)
-    return RoutePlanner(route, PlannerParams(keep_right=False))
+    return RoutePlanner(route)  # fresh per test: closures must not leak between tests
 
 
 def drive(
@@ -95,7 +93,7 @@ def segment_limit(plan: Plan, tick: Tick) -> float:
 @pytest.fixture(scope="module")
 def delivery(route: RouteGraph) -> tuple[Navigator, list[Tick], Pose2D]:
     """depot -> house_s3 across Main street at the default signal (red from t = 25 s to 60 s)."""
-    nav = Navigator(RoutePlanner(route, PlannerParams(keep_right=False)))
+    nav = Navigator(RoutePlanner(route))
     status = nav.start("house_s3", at(route, "depot"), 0.0)
     assert status.code is None
     ticks, pose = drive(nav, at(route, "depot"), 0.0)

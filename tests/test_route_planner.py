@@ -325,7 +325,7 @@ def test_a_pose_on_a_waypoint_adds_no_empty_segments(planner: RoutePlanner) -> N
 
 def test_goal_waypoint_heading_is_carried(planner: RoutePlanner) -> None:
     route = load_route_graph(TOWN)
-    town = RoutePlanner(route, PlannerParams(keep_right=False))
+    town = RoutePlanner(route)
     plan = ok(town.plan("shop_bakery", "house_s3", 0.0))
     assert plan.goal_yaw == route.waypoint("house_s3").yaw
 
@@ -364,7 +364,7 @@ def test_a_graph_without_geofence_is_refused() -> None:
 # -- the town world ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def town() -> RoutePlanner:
-    return RoutePlanner(load_route_graph(TOWN), PlannerParams(keep_right=False))
+    return RoutePlanner(load_route_graph(TOWN))
 
 
 def test_town_delivery_crosses_at_the_signal_and_stops_at_the_kerb(town: RoutePlanner) -> None:
@@ -519,7 +519,6 @@ def town_kept_right(tmp_path: Path, keep_right: float, spur: float | None = None
     data["sdf"] = str(TOWN.parents[2] / "gazebo_worlds" / "town.sdf")
     data["keep_right"] = keep_right
     for lane in data["lanes"]:
-        lane.pop("keep_right", None)  # the shipped file's per-lane values
         if spur is not None and lane.get("width") == 2.0:
             lane["keep_right"] = spur
     path = tmp_path / "town.yaml"
@@ -534,8 +533,7 @@ def test_keep_right_moves_two_way_lanes_right_and_keeps_start_goal_and_crossings
     of a two-way lane's centre line (never nearer its edge than the margin); one-way lanes, the
     start and the goal stay where they are, and the crosswalk keeps its kerb stop."""
     route = load_route_graph(town_kept_right(tmp_path, 0.5, spur=0.4), validate=False)
-    centre = RoutePlanner(load_route_graph(TOWN, validate=False),
-                          PlannerParams(keep_right=False)).plan("depot", "house_s4", 0.0)
+    centre = RoutePlanner(load_route_graph(TOWN, validate=False)).plan("depot", "house_s4", 0.0)
     right = RoutePlanner(route).plan("depot", "house_s4", 0.0)
     assert isinstance(centre, Plan)
     assert isinstance(right, Plan)
@@ -587,19 +585,3 @@ def test_the_validator_checks_kept_right_lines_against_width_and_obstacles(
                in m for m in problems)
     assert not any("'walk_n_pharmacy' -> 'walk_n_bakery' kept" in m for m in problems)
     assert check_route_graph(town_kept_right(tmp_path, 0.0)) == []
-    # As shipped: per-direction values, the largest the validator accepts.
-    assert check_route_graph(TOWN) == []
-    shipped = load_route_graph(TOWN)
-    assert shipped.lane_offset("walk_n_bakery", "walk_n_pharmacy") == 0.0  # trees on the right
-    assert shipped.lane_offset("walk_n_pharmacy", "walk_n_bakery") == 0.7  # buildings' side
-    assert shipped.lane_offset("walk_n_crosswalk", "walk_s_crosswalk") == 0.7
-
-
-@pytest.mark.parametrize("bad", [[0.5, 0.5, 0.5], [-0.1, 0.2], "wide", [True, 0.1]])
-def test_a_bad_keep_right_is_a_lane_problem_naming_the_lane(bad: object) -> None:
-    data = yaml.safe_load(TOWN.read_text())
-    data["lanes"][0]["keep_right"] = bad
-    _, problems = parse_route_graph(data, source="town")
-    first = data["lanes"][0]
-    assert any(f"lane {first['from']!r} -> {first['to']!r}: keep_right must be" in p.message
-               for p in problems), problems

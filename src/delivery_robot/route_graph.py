@@ -127,9 +127,7 @@ class Lane:
     one_way: bool
     length: float
     width: float | None = None
-    # m right of the centre line (two-way lanes): one value both ways, or (from -> to,
-    # to -> from) where street furniture stands on one side; None: the world's
-    keep_right: float | tuple[float, float] | None = None
+    keep_right: float | None = None  # m right of the centre line (two-way); None: the world's
 
     @property
     def travel_time(self) -> float:
@@ -240,12 +238,7 @@ class RouteGraph:
         lane = self._lane_by_ends.get((start, end))
         if lane is None or lane.one_way:
             return 0.0
-        if lane.keep_right is None:
-            return self.keep_right
-        if isinstance(lane.keep_right, tuple):
-            forward, backward = lane.keep_right
-            return forward if (start, end) == (lane.start, lane.end) else backward
-        return lane.keep_right
+        return lane.keep_right if lane.keep_right is not None else self.keep_right
 
     def __repr__(self) -> str:
         return (
@@ -526,7 +519,10 @@ class _Parser:
             speed = self.number(d, "speed_limit", where)
             one_way = self.boolean(d, "one_way", where)
             width = self.number(d, "width", where, required=False)
-            keep_right = self.offsets(d, where)
+            keep_right = self.number(d, "keep_right", where, required=False)
+            if keep_right is not None and not keep_right >= 0.0:
+                self.add(ProblemKind.BAD_LANE, f"{where}: keep_right {keep_right} m must be >= 0")
+                keep_right = None
             if speed is not None and not 0.0 < speed <= MAX_SPEED_LIMIT + _EPS:
                 self.add(
                     ProblemKind.BAD_SPEED_LIMIT,
@@ -704,22 +700,6 @@ class _Parser:
             return None
         return value
 
-    def offsets(self, d: Mapping[str, Any], where: str) -> float | tuple[float, float] | None:
-        """A lane's keep_right: a number >= 0, or [from -> to, to -> from] numbers >= 0."""
-        value = d.get("keep_right")
-        if value is None:
-            return None
-        items = value if isinstance(value, list) else [value]
-        if (len(items) not in (1, 2) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                and v >= 0.0 for v in items)):
-            self.add(ProblemKind.BAD_LANE, f"{where}: keep_right must be a number >= 0 or "
-                     f"[from -> to, to -> from] numbers >= 0, got {value!r}")
-            return None
-        if len(items) == 2:
-            return (float(items[0]), float(items[1]))
-        return float(items[0])
-
     def number(
         self, d: Mapping[str, Any], key: str, where: str, *, required: bool = True
     ) -> float | None:
@@ -807,8 +787,7 @@ def validate_route_graph(
                 f"than the robot ({2.0 * robot_half_width:.2f} m)",
             ))
             continue
-        offset = max(route.lane_offset(lane.start, lane.end),
-                     route.lane_offset(lane.end, lane.start))
+        offset = route.lane_offset(lane.start, lane.end)
         if lane.width is not None and offset + robot_half_width > 0.5 * lane.width + _EPS:
             problems.append(Problem(
                 ProblemKind.BAD_LANE,
@@ -918,15 +897,13 @@ def _check_obstacles(
                 f"lane {lane.start!r} -> {lane.end!r} "
                 + _how_close(float(gaps[i]), half_width, names[int(i)]),
             ))
-        if lane.one_way:
+        offset = route.lane_offset(lane.start, lane.end)
+        if offset <= 0.0:
             continue
         # Robots drive past obstacles along a kept-right line for its whole length: keep the
         # safety monitor's stop zone (about the half-width) off them, with a margin for noise.
         need = half_width + KEEP_RIGHT_MARGIN
         for a, b in ((lane.start, lane.end), (lane.end, lane.start)):
-            offset = route.lane_offset(a, b)
-            if offset <= 0.0:
-                continue
             gaps = clearances(_kept_right_line(route, a, b, offset))
             for i in np.flatnonzero(gaps < need - _EPS):
                 problems.append(Problem(
