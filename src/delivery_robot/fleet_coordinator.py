@@ -506,7 +506,7 @@ class FleetCoordinator:
         self._next_replan_at = now + self._policy.replan_period_s
         self.last_replan: FleetReplan | None = None  # the latest result, for logs and tests
         self.replans_applied = 0  # moves carried out since start
-        self._charge_count = 0
+        self._errand_count = 0
         self._robots: dict[str, RobotEntry] = {}
         self._missions: dict[str, _MissionInfo] = {}
         self._orphans_cancelled: set[str] = set()
@@ -981,17 +981,9 @@ class FleetCoordinator:
             waypoint = self._snapshot(entry).waypoint
             if waypoint == self._world.home or waypoint in self._world.chargers:
                 continue
-            self._charge_count += 1
-            mission_id = f"{_HOME_PREFIX}{entry.robot_id}-{int(now)}-{self._charge_count}"
-            entry.run(mission_id)
             entry.free_since = None
-            self._missions[mission_id] = _MissionInfo(entry.robot_id, (), MissionKind.RETURN)
-            effects.append(SendMission(
-                robot_id=entry.robot_id, mission_id=mission_id, kind=MissionKind.RETURN,
-                orders=(), pickup_waypoint="", dropoff_waypoint="",
-                return_waypoint=self._world.home, load_timeout_s=self._policy.load_timeout_s,
-                handoff_timeout_s=self._policy.handoff_timeout_s,
-            ))
+            self._send_errand(entry, _HOME_PREFIX, MissionKind.RETURN, self._world.home,
+                              effects, now)
 
     def _send_charges(self, effects: list[Effect], now: float) -> None:
         """Free robots low on battery and away from a charger: to the nearest charger."""
@@ -1009,16 +1001,21 @@ class FleetCoordinator:
                                      f"and no charger reachable from {waypoint}",
                                      robot_id=entry.robot_id))
                 continue
-            self._charge_count += 1
-            mission_id = f"{_CHARGE_PREFIX}{entry.robot_id}-{int(now)}-{self._charge_count}"
-            entry.run(mission_id)
-            self._missions[mission_id] = _MissionInfo(entry.robot_id, (), MissionKind.CHARGE)
-            effects.append(SendMission(
-                robot_id=entry.robot_id, mission_id=mission_id, kind=MissionKind.CHARGE,
-                orders=(), pickup_waypoint="", dropoff_waypoint="", return_waypoint=nearest[0],
-                load_timeout_s=self._policy.load_timeout_s,
-                handoff_timeout_s=self._policy.handoff_timeout_s,
-            ))
+            self._send_errand(entry, _CHARGE_PREFIX, MissionKind.CHARGE, nearest[0], effects, now)
+
+    def _send_errand(self, entry: RobotEntry, prefix: str, kind: MissionKind, waypoint: str,
+                     effects: list[Effect], now: float) -> None:
+        """A mission without orders (charge, way home) to `waypoint`, with an id of its own."""
+        self._errand_count += 1
+        mission_id = f"{prefix}{entry.robot_id}-{int(now)}-{self._errand_count}"
+        entry.run(mission_id)
+        self._missions[mission_id] = _MissionInfo(entry.robot_id, (), kind)
+        effects.append(SendMission(
+            robot_id=entry.robot_id, mission_id=mission_id, kind=kind, orders=(),
+            pickup_waypoint="", dropoff_waypoint="", return_waypoint=waypoint,
+            load_timeout_s=self._policy.load_timeout_s,
+            handoff_timeout_s=self._policy.handoff_timeout_s,
+        ))
 
     # -- internals: transitions and effects -------------------------------------------------
 

@@ -309,6 +309,7 @@ class MissionExecutorNode(Node):
         # Commands waiting for their peer to be discovered: (command, wall deadline).
         self._waiting_for_peer: list[tuple[DriveTo | AssignCompartment, float]] = []
 
+        self._wake = self.create_guard_condition(self._pump)
         self.state_publisher = self.create_publisher(RobotState, "robot_state", STATE_QOS)
         self.navigate = ActionClient(self, Navigate, "navigate")
         self.assign_client = self.create_client(AssignHandoff, "handoff/assign")
@@ -495,14 +496,6 @@ class MissionExecutorNode(Node):
             self._outbox.append(_Finish(active, step.finished))
         self._pump()
 
-    def _on_executor(self, callback: Any) -> None:
-        """Run `callback` on this node's executor thread (from the journal's worker thread).
-        A task rather than a guard condition: rclpy's EventsExecutor, which delivery-sim can
-        run robots on, supports tasks and not guard conditions."""
-        executor = self.executor
-        if executor is not None:
-            executor.create_task(callback)
-
     def _pump(self) -> None:
         """Carry out queued effects in order; a journal write holds the rest until durable."""
         while self._outbox and not self._writing:
@@ -511,7 +504,7 @@ class MissionExecutorNode(Node):
                 self._writing = True
                 assert self._worker is not None
                 future = self._worker.submit(self._write, item, self._now())
-                future.add_done_callback(lambda _f: self._on_executor(self._pump))
+                future.add_done_callback(lambda _f: self._wake.trigger())
                 return
             try:
                 self._carry_out(item)
